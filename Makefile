@@ -1,0 +1,37 @@
+# The two front doors: `make run` (the platform on this machine) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+
+.PHONY: run test install install-dev bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Stamp files: reinstall only when the requirements change.
+$(VENV)/.installed: $(VENV)/bin/python requirements.txt constraints.txt pyproject.toml
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	PORT=$(PORT) VENV=$(VENV) scripts/run.sh
+
+test: install-dev
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest --cov=release --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+bench: install-dev
+	$(PY) bench/registry.py
+
+clean:
+	rm -rf .airflow .local

@@ -1,0 +1,99 @@
+"""`python -m release ...`: the platform's command line for operators and `make`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _config_check(args) -> int:
+    from release.config import ConfigError, load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print("OK")
+    return 0
+
+
+def _registry_show(args) -> int:
+    from tabulate import tabulate
+
+    from release.config import load_config
+    from release.registry import Registry
+
+    config = load_config()
+    envs = [args.env] if args.env else config.env_order
+    if args.env and args.env not in config.environments:
+        print(f"--env: unknown environment {args.env!r}; allowed: {', '.join(config.env_order)}", file=sys.stderr)
+        return 2
+    state = Registry.from_config(config).snapshot()
+    rows = []
+    for service in config.services:
+        row = [service]
+        for env in envs:
+            d = state.current(env).get(service)
+            row.append(f"{d.version} ({d.image.rsplit('@', 1)[-1][:19]})\n{d.deployed_at} by {d.deployed_by}" if d else "-")
+        rows.append(row)
+    print(tabulate(rows, headers=["service", *envs], tablefmt="simple_grid"))
+    return 0
+
+
+def _registry_history(args) -> int:
+    from tabulate import tabulate
+
+    from release.config import load_config
+    from release.registry import Registry
+
+    entries = Registry.from_config(load_config()).history(
+        service=args.service, env=args.env, since=args.since, until=args.until
+    )
+    rows = [[e.id, e.at, e.env, e.service, e.previous_version or "-", e.version, e.action, e.outcome, e.by] for e in entries]
+    print(tabulate(rows, headers=["id", "at", "env", "service", "from", "to", "action", "outcome", "by"]))
+    return 0
+
+
+def _gitops_init(args) -> int:
+    from release.config import load_config
+    from release.gitops import default_repo_path, ensure_local_repo
+
+    config = load_config()
+    if config.gitops.url:
+        print(f"GitOps repository: {config.gitops.url} (remote; nothing to create)")
+        return 0
+    created = ensure_local_repo(config)
+    print(f"GitOps repository: {default_repo_path()} ({'created from the template' if created else 'exists'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m release", description="Release platform commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="the platform config").add_subparsers(dest="action", required=True)
+    check = config.add_parser("check", help="validate a platform config; prints OK or every error")
+    check.add_argument("file", nargs="?", help="default: $RELEASE_PLATFORM_CONFIG or include/config/platform.yaml")
+    check.set_defaults(func=_config_check)
+
+    registry = sub.add_parser("registry", help="the version registry").add_subparsers(dest="action", required=True)
+    show = registry.add_parser("show", help="services x environments: what runs where")
+    show.add_argument("--env", help="only this environment")
+    show.set_defaults(func=_registry_show)
+    history = registry.add_parser("history", help="deployments and rollbacks, oldest first")
+    history.add_argument("--service")
+    history.add_argument("--env")
+    history.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-01T00:00:00Z")
+    history.add_argument("--until", help="ISO-8601 time")
+    history.set_defaults(func=_registry_history)
+
+    gitops = sub.add_parser("gitops", help="the GitOps repository").add_subparsers(dest="action", required=True)
+    init = gitops.add_parser("init", help="create the local GitOps repository from the template if missing")
+    init.set_defaults(func=_gitops_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

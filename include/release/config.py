@@ -1,0 +1,323 @@
+"""The platform config: `include/config/platform.yaml`, validated by typed models.
+
+Everything the DAGs generate (one pipeline per service, the environment order that
+promotion follows, who may approve prod) comes from this one file, so a mistake in it
+must stop everything with a message that names the file, the key and what is allowed,
+before any run is created.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV_VAR = "RELEASE_PLATFORM_CONFIG"
+DATA_DIR_ENV_VAR = "RELEASE_DATA_DIR"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+INCLUDE_DIR = PACKAGE_DIR.parent
+PROJECT_DIR = INCLUDE_DIR.parent
+DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "platform.yaml"
+GITOPS_TEMPLATE_DIR = INCLUDE_DIR / "gitops-template"
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1123_RULE = "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+# Airflow connection ids end up in URLs and env var names; keep them plain.
+CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+
+
+class ConfigError(Exception):
+    """The platform config is unusable. `errors` holds one line per problem."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"invalid platform config {source}:\n{lines}")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos until proven otherwise: `aproval:` must not silently
+    # turn prod approvals off.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_dns_label(value: str) -> str:
+    if not DNS1123_LABEL.match(value):
+        raise ValueError(f"{value!r} is not {DNS1123_RULE}")
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+
+
+class SmokeTest(_Strict):
+    """HTTP checks run against the service after each deployment."""
+
+    endpoints: list[str] = Field(default_factory=lambda: ["/healthz"], min_length=1)
+    port: int = Field(8080, ge=1, le=65535)
+    expect_status: int = Field(200, ge=100, le=599)
+    retries: int = Field(5, ge=0, le=100)
+    interval_seconds: int = Field(5, ge=1, le=600)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or any(c.isspace() for c in path):
+                raise ValueError(f"endpoint {path!r} must be an absolute URL path such as /healthz (no spaces)")
+        return value
+
+
+class Service(_Strict):
+    path: str = Field(description="folder of the service in the application monorepo")
+    image: str = Field(description="image repository, without tag or digest")
+    chart: str = Field(description="chart folder in the GitOps repository")
+    owners: list[str] = Field(min_length=1)
+    watch: list[str] = Field(default_factory=list, description="extra app-repo paths whose change rebuilds the service")
+    environments: list[str] | None = Field(None, description="environments the service runs in; default all")
+    smoke: SmokeTest = Field(default_factory=SmokeTest)
+
+    @field_validator("path", "chart")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        parts = Path(value).parts
+        if not value or value.startswith("/") or ".." in parts:
+            raise ValueError(f"{value!r} must be a relative path inside the repository (no leading '/', no '..')")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_repository(cls, value: str) -> str:
+        # A repository reference only: the platform pins images by digest itself.
+        if not re.match(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", value):
+            raise ValueError(
+                f"{value!r} is not an image repository (lowercase host[:port]/path, no tag or digest, e.g. registry.example.com/team/app)"
+            )
+        return value
+
+    @field_validator("watch")
+    @classmethod
+    def _watch_patterns(cls, value: list[str]) -> list[str]:
+        import pathspec
+
+        for pattern in value:
+            try:
+                pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+            except Exception as exc:  # pathspec raises several types for bad patterns
+                raise ValueError(f"watch pattern {pattern!r} is not a gitignore-style pattern: {exc}") from None
+        return value
+
+
+class Approval(_Strict):
+    required: bool = False
+    approvers: list[str] = Field(default_factory=list)
+    response_timeout_minutes: int = Field(240, ge=1, le=7 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _approvers_when_required(self) -> Approval:
+        if self.required and not self.approvers:
+            raise ValueError("approval is required but 'approvers' is empty: name at least one approver")
+        return self
+
+
+class Environment(_Strict):
+    kubernetes_conn_id: str
+    namespace: DnsLabel
+    deploy_strategy: Literal["argocd", "helm"] = "argocd"
+    approval: Approval = Field(default_factory=Approval)
+
+    @field_validator("kubernetes_conn_id")
+    @classmethod
+    def _conn_id(cls, value: str) -> str:
+        if not CONN_ID.match(value):
+            raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '_', '.', '-')")
+        return value
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes:
+        raise ValueError(f"{value!r} is not a URL with scheme {' or '.join(schemes)}")
+    if parsed.scheme == "file":
+        if not parsed.path.startswith("/"):
+            raise ValueError(f"{value!r}: a file URL needs an absolute path (file:///...)")
+    elif not parsed.netloc:
+        raise ValueError(f"{value!r} has no host")
+    return value
+
+
+class Author(_Strict):
+    name: str = "Release Platform"
+    email: str = "release-platform@localhost"
+
+
+class GitOps(_Strict):
+    url: str | None = Field(None, description="remote URL; default a local bare repository in the data folder")
+    branch: str = "main"
+    conn_id: str | None = Field(None, description="Airflow connection holding the credentials for url")
+    author: Author = Field(default_factory=Author)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value, ("file", "https", "http", "ssh"))
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$", value) or ".." in value or value.endswith((".lock", "/")):
+            raise ValueError(f"{value!r} is not a valid branch name")
+        return value
+
+
+class Artifacts(_Strict):
+    base_url: str | None = Field(None, description="where reports go; default a local folder in the data folder")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value, ("file", "https", "http", "s3", "gs"))
+
+
+class PlatformConfig(_Strict):
+    services: dict[DnsLabel, Service] = Field(min_length=1)
+    environments: dict[DnsLabel, Environment] = Field(min_length=1, description="in promotion order")
+    gitops: GitOps = Field(default_factory=GitOps)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+
+    @model_validator(mode="after")
+    def _references(self) -> PlatformConfig:
+        known = list(self.environments)
+        for name, service in self.services.items():
+            for env in service.environments or []:
+                if env not in self.environments:
+                    raise ValueError(
+                        f"services.{name}.environments: unknown environment {env!r}; known: {', '.join(known)}"
+                    )
+        return self
+
+    # -- derived facts the DAGs ask for -------------------------------------------------
+    @property
+    def env_order(self) -> list[str]:
+        return list(self.environments)
+
+    def next_env(self, env: str) -> str | None:
+        order = self.env_order
+        i = order.index(env)
+        return order[i + 1] if i + 1 < len(order) else None
+
+    def services_in(self, env: str) -> list[str]:
+        return [n for n, s in self.services.items() if s.environments is None or env in s.environments]
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def config_path(path: str | os.PathLike | None = None) -> Path:
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def data_dir() -> Path:
+    """Where the local defaults live (bare GitOps repo, artifacts): git-ignored."""
+    return Path(os.environ.get(DATA_DIR_ENV_VAR) or PROJECT_DIR / ".local")
+
+
+def _loc(loc: tuple) -> str:
+    text = ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
+    return f"{text} (the name)" if loc and loc[-1] == "[key]" else text
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class a key path points into, to list the keys it allows."""
+    from typing import get_args
+
+    model: type[BaseModel] = PlatformConfig
+    parts = list(loc[:-1])
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if getattr(annotation, "__origin__", None) is dict or (args and getattr(args[0], "__origin__", None) is dict):
+            if not parts:
+                return None
+            parts.pop(0)  # the entry's name
+            annotation = get_args(annotation)[1]
+        elif args:
+            annotation = args[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe(error: dict) -> str:
+    kind = error["type"]
+    where = _loc(error["loc"])
+    if kind == "extra_forbidden":
+        model = _model_at(error["loc"])
+        allowed = f"; allowed keys: {', '.join(model.model_fields)}" if model else ""
+        return f"{where}: unknown key{allowed}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    if kind == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"{where}: {error['input']!r} is not allowed; allowed values: {allowed}"
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{where}: {msg}"
+
+
+def _duplicate_key_loader():
+    """A SafeLoader that refuses duplicate keys (YAML silently keeps the last one)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader
+
+
+def parse_config(text: str, source: str = "<string>") -> PlatformConfig:
+    try:
+        raw = yaml.load(text, Loader=_duplicate_key_loader())  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must be a mapping with keys services, environments, gitops, artifacts"])
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e) for e in exc.errors()]) from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> PlatformConfig:
+    """Read and validate the config; raise ConfigError naming every problem."""
+    p = config_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror}"]) from None
+    return parse_config(text, str(p))

@@ -1,0 +1,418 @@
+"""The version registry: what runs where, since when, by whom, and what ran before.
+
+Two files in the GitOps repository, always written together in one commit with the
+umbrella charts generated from them:
+
+- `registry/versions.yaml`: per environment, per service, the current deployment
+  (`version`, `image` pinned by digest, `deployed_at`, `deployed_by`, `run_id`,
+  `evidence` from the gates).
+- `registry/history.yaml`: every deployment and rollback ever recorded, newest last,
+  each with the version it replaced and its outcome (`deployed`, `rolled_back`,
+  `failed`), so "who put what where, and did it stick" is a query, not git archaeology.
+
+`RegistryState` is the pure part (data in, data out); `Registry` binds it to a
+`GitOpsStore` so every write is an atomic, retried commit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from release.config import PlatformConfig
+from release.gitops import Author, CommitResult, GitOpsStore
+
+VERSIONS_FILE = "registry/versions.yaml"
+HISTORY_FILE = "registry/history.yaml"
+SCHEMA_VERSION = 1
+
+Outcome = Literal["deployed", "rolled_back", "failed"]
+Action = Literal["deploy", "rollback"]
+OUTCOMES: tuple[str, ...] = ("deployed", "rolled_back", "failed")
+
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+MAX_REASON = 500
+
+_HEADER = "# Written only by the release platform; every change is a commit. Do not edit by hand.\n"
+
+
+class RegistryError(ValueError):
+    """A request the registry refuses; the message names the field and what is allowed."""
+
+
+class NoRollbackTarget(RegistryError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """One service's part of a deployment: the exact digest to run."""
+
+    service: str
+    version: str
+    image: str  # repository@sha256:<64 hex>
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    service: str
+    version: str
+    image: str
+    deployed_at: str
+    deployed_by: str
+    run_id: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    env: str
+    service: str
+    version: str
+    image: str
+    previous_version: str | None
+    action: Action
+    outcome: Outcome
+    at: str
+    by: str
+    run_id: str
+    reason: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def dump_yaml(data: Any) -> str:
+    # Keys keep the order the code builds them in (promotion order, fields in reading
+    # order), so callers build dicts deterministically; free-form evidence is sorted.
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
+
+
+def canonical(value: Any) -> Any:
+    """Free-form data (gate evidence) with keys sorted at every level."""
+    if isinstance(value, dict):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+# -- validation of what callers ask to write -------------------------------------------
+
+
+def validate_request(config: PlatformConfig, env: str, req: DeployRequest) -> None:
+    if env not in config.environments:
+        raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(config.env_order)}")
+    allowed = config.services_in(env)
+    if req.service not in allowed:
+        raise RegistryError(f"service: {req.service!r} does not run in {env}; allowed: {', '.join(allowed)}")
+    if not VERSION_RE.match(req.version):
+        raise RegistryError(
+            f"version: {req.version[:80]!r} is not a version (letters, digits, '.', '_', '+', '-'; at most 128 characters)"
+        )
+    repository = config.services[req.service].image
+    repo_part, _, digest = req.image.partition("@")
+    if repo_part != repository or not DIGEST_RE.match(digest):
+        raise RegistryError(
+            f"image: {req.image[:120]!r} must be {repository}@sha256:<64 hex digits> (pinned by digest)"
+        )
+
+
+def validate_actor(by: str, run_id: str, reason: str) -> None:
+    if not USER_RE.match(by or ""):
+        raise RegistryError(f"deployed_by: {by!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
+    if not run_id or len(run_id) > 250 or any(c in run_id for c in "\r\n\t"):
+        raise RegistryError("run_id: must be a single-line run id of at most 250 characters")
+    if len(reason) > MAX_REASON or any(ord(c) < 32 and c not in "\n" for c in reason):
+        raise RegistryError(f"reason: at most {MAX_REASON} printable characters")
+
+
+# -- the pure state --------------------------------------------------------------------
+
+
+@dataclass
+class RegistryState:
+    environments: dict[str, dict[str, Deployment]] = field(default_factory=dict)
+    entries: list[HistoryEntry] = field(default_factory=list)
+
+    # reading and writing the two files
+    @classmethod
+    def parse(cls, versions_text: str | None, history_text: str | None) -> RegistryState:
+        versions = yaml.safe_load(versions_text or "") or {}
+        history = yaml.safe_load(history_text or "") or {}
+        envs = {
+            env: {svc: Deployment(service=svc, **fields) for svc, fields in (services or {}).items()}
+            for env, services in (versions.get("environments") or {}).items()
+        }
+        entries = [HistoryEntry(**e) for e in history.get("entries") or []]
+        return cls(envs, entries)
+
+    @classmethod
+    def from_tree(cls, tree: Path) -> RegistryState:
+        def read(name: str) -> str | None:
+            p = tree / name
+            return p.read_text(encoding="utf-8") if p.exists() else None
+
+        return cls.parse(read(VERSIONS_FILE), read(HISTORY_FILE))
+
+    def render(self, env_order: list[str]) -> dict[str, str]:
+        # Configured environments in promotion order, then any the config no longer has.
+        envs = {}
+        for env in [*env_order, *sorted(set(self.environments) - set(env_order))]:
+            envs[env] = {
+                svc: {k: v for k, v in asdict(d).items() if k != "service"}
+                for svc, d in sorted(self.environments.get(env, {}).items())
+            }
+        return {
+            VERSIONS_FILE: _HEADER + dump_yaml({"schema_version": SCHEMA_VERSION, "environments": envs}),
+            HISTORY_FILE: _HEADER + dump_yaml({"schema_version": SCHEMA_VERSION, "entries": [asdict(e) for e in self.entries]}),
+        }
+
+    def write(self, tree: Path, env_order: list[str]) -> None:
+        for name, text in self.render(env_order).items():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / name).write_text(text, encoding="utf-8")
+
+    # queries
+    def current(self, env: str) -> dict[str, Deployment]:
+        return dict(self.environments.get(env, {}))
+
+    def history(
+        self,
+        *,
+        service: str | None = None,
+        env: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        outcome: str | None = None,
+    ) -> list[HistoryEntry]:
+        lo = _parse_time(since) if since else None
+        hi = _parse_time(until) if until else None
+        out = []
+        for e in self.entries:
+            at = _parse_time(e.at)
+            if (service and e.service != service) or (env and e.env != env) or (outcome and e.outcome != outcome):
+                continue
+            if (lo and at < lo) or (hi and at > hi):
+                continue
+            out.append(e)
+        return out
+
+    def rollback_target(self, env: str, service: str) -> HistoryEntry:
+        """The newest version, other than the current one, that was deployed in `env`
+        and stuck: entries that were rolled back or failed are never targets."""
+        current = self.environments.get(env, {}).get(service)
+        if current is None:
+            raise NoRollbackTarget(f"{service} has never been deployed to {env}: nothing to roll back")
+        for e in reversed(self.history(service=service, env=env)):
+            if e.outcome == "deployed" and e.version != current.version:
+                return e
+        raise NoRollbackTarget(
+            f"{service} in {env} runs {current.version} and no earlier version was successfully deployed there"
+        )
+
+    def deployed_versions(self, env: str, service: str) -> dict[str, HistoryEntry]:
+        """Versions that were deployed in `env` and not undone, newest entry per version."""
+        out: dict[str, HistoryEntry] = {}
+        for e in self.history(service=service, env=env, outcome="deployed"):
+            out[e.version] = e
+        return out
+
+    # transitions
+    def _latest_current_entry(self, env: str, service: str) -> int | None:
+        current = self.environments.get(env, {}).get(service)
+        if current is None:
+            return None
+        for i in range(len(self.entries) - 1, -1, -1):
+            e = self.entries[i]
+            if e.env == env and e.service == service and e.version == current.version and e.outcome == "deployed":
+                return i
+        return None
+
+    def deploy(
+        self,
+        env: str,
+        req: DeployRequest,
+        *,
+        by: str,
+        run_id: str,
+        reason: str = "",
+        at: str | None = None,
+        action: Action = "deploy",
+    ) -> HistoryEntry:
+        at = at or utcnow()
+        previous = self.environments.get(env, {}).get(req.service)
+        self.environments.setdefault(env, {})[req.service] = Deployment(
+            req.service, req.version, req.image, at, by, run_id, canonical(req.evidence)
+        )
+        entry = HistoryEntry(
+            id=(self.entries[-1].id + 1) if self.entries else 1,
+            env=env,
+            service=req.service,
+            version=req.version,
+            image=req.image,
+            previous_version=previous.version if previous else None,
+            action=action,
+            outcome="deployed",
+            at=at,
+            by=by,
+            run_id=run_id,
+            reason=reason,
+            evidence=canonical(req.evidence),
+        )
+        self.entries.append(entry)
+        return entry
+
+    def undo(self, env: str, service: str, *, outcome: Outcome, by: str, run_id: str, reason: str, to_version: str | None = None, at: str | None = None) -> HistoryEntry:
+        """Put `service` in `env` back on an earlier version (default the rollback target),
+        marking the version being replaced as `rolled_back` or `failed`."""
+        if outcome not in ("rolled_back", "failed"):
+            raise RegistryError(f"outcome: {outcome!r} is not allowed; allowed: rolled_back, failed")
+        if to_version is None:
+            target = self.rollback_target(env, service)
+        else:
+            target = self.deployed_versions(env, service).get(to_version)
+            current = self.environments.get(env, {}).get(service)
+            if target is None or (current and current.version == to_version):
+                allowed = [v for v in self.deployed_versions(env, service) if not current or v != current.version]
+                raise NoRollbackTarget(
+                    f"to_version: {to_version!r} was never successfully deployed to {env} before the current version; "
+                    f"allowed: {', '.join(reversed(allowed)) or 'none'}"
+                )
+        replaced = self._latest_current_entry(env, service)
+        if replaced is not None:
+            self.entries[replaced] = replace(self.entries[replaced], outcome=outcome)
+        evidence = dict(target.evidence)
+        return self.deploy(
+            env,
+            DeployRequest(service, target.version, target.image, evidence),
+            by=by,
+            run_id=run_id,
+            reason=reason,
+            at=at,
+            action="rollback",
+        )
+
+
+# -- the registry bound to the GitOps repository ----------------------------------------
+
+
+class Registry:
+    def __init__(self, store: GitOpsStore, config: PlatformConfig):
+        self.store = store
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: PlatformConfig, **store_kwargs: Any) -> Registry:
+        from release.gitops import store_from_config
+
+        return cls(store_from_config(config, **store_kwargs), config)
+
+    # reads
+    def snapshot(self) -> RegistryState:
+        with self.store.checkout() as tree:
+            return RegistryState.from_tree(tree)
+
+    def state(self, env: str) -> dict[str, Deployment]:
+        return self.snapshot().current(env)
+
+    def history(self, **filters: Any) -> list[HistoryEntry]:
+        return self.snapshot().history(**filters)
+
+    def rollback_target(self, env: str, service: str) -> HistoryEntry:
+        return self.snapshot().rollback_target(env, service)
+
+    # writes: each is one commit holding the registry and every umbrella chart
+    def _commit(self, mutate, *, by: str) -> CommitResult:
+        from release import umbrella
+
+        def apply(tree: Path) -> str:
+            state = RegistryState.from_tree(tree)
+            message = mutate(state)
+            state.write(tree, self.config.env_order)
+            umbrella.write_all(tree, self.config, state)
+            return message
+
+        return self.store.change(apply, author=Author(by, f"{by}@users.release-platform"))
+
+    def record_deployment(
+        self, env: str, requests: list[DeployRequest], *, by: str, run_id: str, reason: str = ""
+    ) -> CommitResult:
+        """Record that `requests` now run in `env`: one commit for all of them."""
+        if not requests:
+            raise RegistryError("services: nothing to record")
+        validate_actor(by, run_id, reason)
+        seen = set()
+        for req in requests:
+            validate_request(self.config, env, req)
+            if req.service in seen:
+                raise RegistryError(f"service: {req.service!r} appears twice in one deployment")
+            seen.add(req.service)
+
+        def mutate(state: RegistryState) -> str:
+            lines = []
+            for req in requests:
+                entry = state.deploy(env, req, by=by, run_id=run_id, reason=reason)
+                lines.append(f"- {req.service}: {entry.previous_version or '(none)'} -> {req.version} ({req.image})")
+            return _message(f"Deploy {_names(requests)} to {env}", lines, by, run_id, reason)
+
+        return self._commit(mutate, by=by)
+
+    def record_rollback(
+        self,
+        env: str,
+        services: list[str],
+        *,
+        by: str,
+        run_id: str,
+        reason: str,
+        to_version: str | None = None,
+        outcome: Outcome = "rolled_back",
+    ) -> CommitResult:
+        """Put services back on their previous (or a named) version: one new commit,
+        history rewritten never. `outcome="failed"` marks the replaced version as a
+        failed deployment (automatic rollback), `rolled_back` as undone by a person."""
+        validate_actor(by, run_id, reason)
+        if env not in self.config.environments:
+            raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(self.config.env_order)}")
+        if to_version is not None and len(services) != 1:
+            raise RegistryError("to_version: only allowed when rolling back a single service")
+        if to_version is not None and not VERSION_RE.match(to_version):
+            raise RegistryError(f"to_version: {to_version[:80]!r} is not a version")
+
+        def mutate(state: RegistryState) -> str:
+            lines = []
+            for service in services:
+                entry = state.undo(env, service, outcome=outcome, by=by, run_id=run_id, reason=reason, to_version=to_version)
+                lines.append(f"- {service}: {entry.previous_version} -> {entry.version} ({entry.image})")
+            return _message(f"Roll back {', '.join(services)} in {env}", lines, by, run_id, reason)
+
+        return self._commit(mutate, by=by)
+
+
+def _names(requests: list[DeployRequest]) -> str:
+    names = [r.service for r in requests]
+    return names[0] if len(names) == 1 else f"{len(names)} services"
+
+
+def _message(title: str, lines: list[str], by: str, run_id: str, reason: str) -> str:
+    body = "\n".join(lines)
+    why = f"\nReason: {reason}" if reason else ""
+    return f"{title}\n\n{body}\n\nBy: {by}\nRun: {run_id}{why}\n"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Start the platform on this machine: a git-ignored Airflow home in .airflow/, the local
+# GitOps repository in .local/, and `airflow standalone` serving the UI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+venv=${VENV:-.venv}
+
+# `airflow standalone` starts its parts by the name `airflow`, found on PATH.
+export PATH="$root/$venv/bin:$PATH"
+export AIRFLOW_HOME=${AIRFLOW_HOME:-$root/.airflow}
+export AIRFLOW__CORE__DAGS_FOLDER="$root/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$root/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-8}
+export AIRFLOW__API__PORT=${PORT:-8080}
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}
+mkdir -p "$AIRFLOW_HOME"
+
+# Fail before starting anything if the config is broken.
+python -m release config check
+python -m release gitops init
+
+cat <<MSG
+
+  Release platform starting: http://localhost:${AIRFLOW__API__PORT}
+  User: admin   Password: in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+  Ctrl-C stops everything.
+
+MSG
+exec airflow standalone

@@ -28,4 +28,26 @@ cat <<MSG
   Ctrl-C stops everything.
 
 MSG
-exec airflow standalone
+# `airflow standalone` stops its parts on Ctrl-C but then hangs without reaping them, so
+# it runs in its own process group and this script does the stopping: SIGINT for a
+# graceful shutdown, then SIGTERM, then SIGKILL for whatever is left of the group.
+setsid airflow standalone &
+group=$!
+
+alive() {  # processes of the group that have not exited (zombies excluded), leader included
+  ps -eo pgid=,stat= | awk -v g="$group" '$1 == g && $2 !~ /^Z/' | wc -l
+}
+
+stop() {
+  trap '' INT TERM
+  echo "Stopping the platform..."
+  kill -INT -- -"$group" 2>/dev/null || true
+  for _ in $(seq 1 60); do [ "$(alive)" -le 1 ] && break; sleep 0.5; done
+  kill -TERM -- -"$group" 2>/dev/null || true
+  for _ in $(seq 1 20); do [ "$(alive)" -eq 0 ] && break; sleep 0.5; done
+  kill -KILL -- -"$group" 2>/dev/null || true
+  echo "Stopped."
+  exit 0
+}
+trap stop INT TERM
+wait "$group"

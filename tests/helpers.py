@@ -35,3 +35,27 @@ def head(url_or_path) -> str:
 
     path = str(url_or_path).removeprefix("file://")
     return git.Repo(path).commit("main").hexsha
+
+
+def many_services(tmp: Path, count: int) -> tuple[PlatformConfig, Path]:
+    """A config with `count` services and a GitOps template holding a chart for each."""
+    import shutil
+
+    import yaml
+
+    from release.config import DEFAULT_CONFIG_PATH, parse_config
+
+    template = tmp / "template"
+    shutil.copytree(GITOPS_TEMPLATE_DIR, template, symlinks=True)
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    base = raw["services"]["service-a"]
+    raw["services"] = {}
+    for i in range(1, count + 1):
+        name = f"svc-{i:02d}"
+        chart = template / "services" / name
+        shutil.copytree(template / "services" / "service-a", chart, symlinks=True)
+        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+        (chart / "Chart.yaml").write_text(yaml.safe_dump({**meta, "name": name}))
+        raw["services"][name] = {**base, "path": f"services/{name}/", "chart": f"services/{name}",
+                                 "image": f"registry.local:5000/release/{name}"}
+    return parse_config(yaml.safe_dump(raw)), template

@@ -209,7 +209,7 @@ def create_bare_repo(path: Path, template: Path, branch: str = "main", prepare: 
         bare = staging / "repo.git"
         git.Repo.init(bare, bare=True, initial_branch=branch)
         work = git.Repo.init(staging / "work", initial_branch=branch)
-        shutil.copytree(template, work.working_tree_dir, dirs_exist_ok=True)
+        shutil.copytree(template, work.working_tree_dir, dirs_exist_ok=True, symlinks=True)
         if prepare:
             prepare(Path(work.working_tree_dir))
         work.git.add("--all")

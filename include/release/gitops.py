@@ -79,6 +79,8 @@ class GitOpsStore:
         max_attempts: int = 15,
         backoff_seconds: float = 0.05,
         max_backoff_seconds: float = 2.0,
+        serialize_locally: bool = True,
+        lock_timeout_seconds: float = 120.0,
     ):
         self.url = url
         self.branch = branch
@@ -87,6 +89,8 @@ class GitOpsStore:
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.serialize_locally = serialize_locally
+        self.lock_timeout_seconds = lock_timeout_seconds
 
     def __repr__(self) -> str:
         return f"GitOpsStore({self.url!r}, branch={self.branch!r})"
@@ -137,17 +141,45 @@ class GitOpsStore:
             f = tree / path
             return f.read_text(encoding="utf-8") if f.exists() else None
 
+    @contextmanager
+    def _local_turn(self) -> Iterator[None]:
+        """Writers on one host take turns instead of racing.
+
+        Correctness never depends on this lock (the push retry does that, across hosts
+        too); it only saves the wasted attempts of writers that would lose the race
+        anyway. If the lock is not had in time, the writer goes ahead and races.
+        """
+        if not self.serialize_locally:
+            yield
+            return
+        import hashlib
+
+        from filelock import FileLock, Timeout
+
+        key = hashlib.sha256(f"{self.url}\0{self.branch}".encode()).hexdigest()[:16]
+        lock = FileLock(Path(tempfile.gettempdir()) / f"release-gitops-{key}.lock")
+        try:
+            lock.acquire(timeout=self.lock_timeout_seconds)
+        except Timeout:
+            log.warning("no local turn for %s within %ss; racing instead", self.url, self.lock_timeout_seconds)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
     # -- the one way to write ---------------------------------------------------------
     def change(self, apply: Change, *, author: Author | None = None) -> CommitResult:
         """Apply `apply` to the branch tip, commit and push; retry on a lost race."""
-        with self._clone() as repo:
+        with self._clone() as repo, self._local_turn():
             tree = Path(repo.working_tree_dir)
             last_error = ""
             for attempt in range(1, self.max_attempts + 1):
-                if attempt > 1:
-                    repo.git.fetch("origin", self.branch)
-                    repo.git.reset("--hard", f"origin/{self.branch}")
-                    repo.git.clean("-fdx")
+                # The clone may be stale by the time this writer's turn came.
+                repo.git.fetch("origin", self.branch)
+                repo.git.reset("--hard", f"origin/{self.branch}")
+                repo.git.clean("-fdx")
                 message = apply(tree)
                 if message is None:
                     return CommitResult(None, attempt, None)

@@ -20,8 +20,8 @@ def write(tree: Path, name: str, text: str) -> None:
 
 
 def competing_push(url: str, name: str) -> str:
-    """Another writer pushes a commit, as a second Airflow worker would."""
-    other = GitOpsStore(url, "main")
+    """Another writer pushes a commit, as an Airflow worker on another host would."""
+    other = GitOpsStore(url, "main", serialize_locally=False)
     return other.change(lambda t: (write(t, name, name), f"competing {name}")[1]).sha
 
 
@@ -143,3 +143,23 @@ def test_create_bare_repo_is_idempotent(tmp_path):
     assert create_bare_repo(tmp_path / "r.git", template) is False
     assert head(tmp_path / "r.git") == first
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gitops-init")] == []
+
+
+def test_store_from_config_takes_push_credentials_from_an_airflow_connection(monkeypatch, config):
+    from release.config import GitOps
+    from release.gitops import store_from_config
+
+    monkeypatch.setenv("AIRFLOW_CONN_GITOPS_REPO", '{"conn_type": "http", "login": "release-bot", "password": "tok-456"}')
+    remote = config.model_copy(update={"gitops": GitOps(url="https://git.example.com/platform/cd.git", conn_id="gitops_repo")})
+    store = store_from_config(remote)
+    assert (store.url, store.branch) == ("https://git.example.com/platform/cd.git", "main")
+    env = store._env()
+    assert (env["RELEASE_GIT_USERNAME"], env["RELEASE_GIT_PASSWORD"]) == ("release-bot", "tok-456")
+    assert "tok-456" not in repr(store)
+
+
+def test_store_from_config_defaults_to_the_local_repository(data_dir, config):
+    from release.gitops import store_from_config
+
+    store = store_from_config(config)
+    assert store.url == (data_dir / "gitops.git").resolve().as_uri() and store._credentials is None

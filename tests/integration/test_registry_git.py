@@ -109,7 +109,8 @@ def test_service_without_chart_is_refused_with_nothing_written(registry, config,
     assert head(gitops_url) == before
 
 
-def test_twenty_concurrent_writers_lose_nothing(tmp_path):
+@pytest.mark.parametrize("same_host", [False, True], ids=["writers-on-many-hosts", "writers-on-one-host"])
+def test_twenty_concurrent_writers_lose_nothing(tmp_path, same_host):
     config, template = many_services(tmp_path, 20)
     url = make_gitops_repo(tmp_path / "gitops.git", config, template)
     start = threading.Barrier(20)
@@ -117,7 +118,8 @@ def test_twenty_concurrent_writers_lose_nothing(tmp_path):
 
     def writer(i: int) -> None:
         service = f"svc-{i:02d}"
-        registry = Registry(GitOpsStore(url, "main", max_attempts=40, backoff_seconds=0.02), config)
+        store = GitOpsStore(url, "main", max_attempts=40, backoff_seconds=0.02, serialize_locally=same_host)
+        registry = Registry(store, config)
         start.wait()
         try:
             results[service] = registry.record_deployment(
@@ -135,7 +137,10 @@ def test_twenty_concurrent_writers_lose_nothing(tmp_path):
     assert {s: d.version for s, d in state.current("dev").items()} == {f"svc-{i:02d}": f"1.0.{i}" for i in range(1, 21)}
     assert sorted(e.id for e in state.entries) == list(range(1, 21))
     assert sorted(e.run_id for e in state.entries) == sorted(f"run-{i}" for i in range(1, 21))
-    assert sum(r.attempts for r in results.values()) > 20  # they really did collide and retry
+    if same_host:  # they take turns: no attempt is wasted
+        assert [r.attempts for r in results.values()] == [1] * 20
+    else:  # they really did collide, and retried
+        assert sum(r.attempts for r in results.values()) > 20
     commits = list(git.Repo(url.removeprefix("file://")).iter_commits("main"))
     assert len(commits) == 21  # the template commit plus exactly one per writer
     chart = yaml.safe_load(GitOpsStore(url).read("umbrella/dev/Chart.yaml"))

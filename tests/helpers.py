@@ -59,3 +59,19 @@ def many_services(tmp: Path, count: int) -> tuple[PlatformConfig, Path]:
         raw["services"][name] = {**base, "path": f"services/{name}/", "chart": f"services/{name}",
                                  "image": f"registry.local:5000/release/{name}"}
     return parse_config(yaml.safe_dump(raw)), template
+
+
+def run_dag_test(dag, **kwargs):
+    """dag.test() for a DAG built inside a test rather than read from dags/.
+
+    dag.test() only runs DAGs it finds serialized in a bundle, so the DAG is written to
+    the metadata database first, as the dag-processor would.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder="/dev/null")
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+    return dag.test(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _config_check(args) -> int:
@@ -68,6 +69,36 @@ def _gitops_init(args) -> int:
     return 0
 
 
+def _sandbox(args) -> int:
+    import signal
+    import threading
+
+    from release.config import ConfigError, data_dir, load_config
+    from release.sandbox import SANDBOX_LABEL, SandboxCluster, Scenario
+
+    try:
+        namespaces = tuple(e.namespace for e in load_config().environments.values())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    scenario = Scenario.load(args.scenario) if args.scenario else None
+    root = data_dir() / "sandbox"
+    cluster = SandboxCluster(scenario, port=args.port, namespaces=namespaces,
+                             artifacts_dir=data_dir() / "artifacts", backup_storage_dir=root / "backup-storage")
+    cluster.start()
+    kubeconfig = cluster.write_kubeconfig(args.kubeconfig or root / "kubeconfig")
+    print(f"{SANDBOX_LABEL}\nAPI server: {cluster.url}\nkubeconfig: {kubeconfig}\n"
+          f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is\nCtrl-C stops it.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    cluster.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m release", description="Release platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     gitops = sub.add_parser("gitops", help="the GitOps repository").add_subparsers(dest="action", required=True)
     init = gitops.add_parser("init", help="create the local GitOps repository from the template if missing")
     init.set_defaults(func=_gitops_init)
+    sandbox = sub.add_parser("sandbox", help="run the simulated Kubernetes cluster in the foreground")
+    sandbox.add_argument("--port", type=int, default=0, help="default: any free port")
+    sandbox.add_argument("--kubeconfig", type=Path, help="where to write its kubeconfig (default .local/sandbox/kubeconfig)")
+    sandbox.add_argument("--scenario", type=Path, help="YAML scenario: pod outcomes, Argo CD and Velero behaviour, faults")
+    sandbox.set_defaults(func=_sandbox)
     return parser
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TOKEN = "sandbox-token"  # not a secret: the sandbox only listens on 127.0.0.1
 SANDBOX_LABEL = "SANDBOX: simulated Kubernetes cluster; nothing real is built or deployed"
 BASE_NAMESPACES = ("default", "kube-system", "argocd", "velero")
+DROP_AFTER = web.RequestKey("drop_after", float)  # a fault that cuts this watch short
 
 RESOURCES = [
     Resource("", "v1", "namespaces", "Namespace", namespaced=False, validator=validation.validate_core),
@@ -291,7 +292,7 @@ class SandboxCluster:
                     response = _error(fault.status, "InternalError", "an error on the server (\"sandbox fault\") has prevented the request from succeeding")
                     return response
                 if fault.drop_watch_after_seconds is not None:
-                    request["drop_after"] = fault.drop_watch_after_seconds
+                    request[DROP_AFTER] = fault.drop_watch_after_seconds
                 break
             if request.path not in ("/version", "/healthz", "/readyz", "/livez") and \
                     request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -471,7 +472,7 @@ class SandboxCluster:
 
     async def _watch(self, request: web.Request, res: Resource, wanted) -> web.StreamResponse:
         timeout = float(request.query.get("timeoutSeconds") or 1800)
-        timeout = min(timeout, request.get("drop_after", timeout))
+        timeout = min(timeout, request.get(DROP_AFTER, timeout))
         rv = request.query.get("resourceVersion")
         queue: asyncio.Queue = asyncio.Queue()
         entry = (res.plural, queue)

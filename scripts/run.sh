@@ -21,6 +21,29 @@ mkdir -p "$AIRFLOW_HOME"
 python -m release config check
 python -m release gitops init
 
+# No real cluster configured: run the sandbox and point every environment at it.
+sandbox_group=""
+if ! status=$(python -m release cluster status); then
+  kubeconfig="$AIRFLOW_HOME/sandbox/kubeconfig"
+  rm -f "$kubeconfig"
+  setsid python -m release sandbox --kubeconfig "$kubeconfig" > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
+  sandbox_group=$!
+  for _ in $(seq 1 100); do [ -s "$kubeconfig" ] && break; sleep 0.2; done
+  [ -s "$kubeconfig" ] || { cat "$AIRFLOW_HOME/sandbox.log"; kill -- -"$sandbox_group"; exit 1; }
+  eval "$(python -m release cluster sandbox-env --kubeconfig "$kubeconfig")"
+  cat <<MSG
+
+  ************************************************************************************
+  SANDBOX MODE: no Kubernetes cluster is configured, so the platform talks to a
+  simulated cluster (kubeconfig: $kubeconfig).
+  Pods, deployments and backups are simulated: nothing real is built or deployed.
+  Configure a kubeconfig or the environments' Airflow connections to use a real one.
+  ************************************************************************************
+MSG
+else
+  echo "Kubernetes: $status"
+fi
+
 cat <<MSG
 
   Release platform starting: http://localhost:${AIRFLOW__API__PORT}
@@ -44,8 +67,10 @@ stop() {
   kill -INT -- -"$group" 2>/dev/null || true
   for _ in $(seq 1 60); do [ "$(alive)" -le 1 ] && break; sleep 0.5; done
   kill -TERM -- -"$group" 2>/dev/null || true
+  [ -n "$sandbox_group" ] && kill -TERM -- -"$sandbox_group" 2>/dev/null
   for _ in $(seq 1 20); do [ "$(alive)" -eq 0 ] && break; sleep 0.5; done
   kill -KILL -- -"$group" 2>/dev/null || true
+  [ -n "$sandbox_group" ] && kill -KILL -- -"$sandbox_group" 2>/dev/null
   echo "Stopped."
   exit 0
 }

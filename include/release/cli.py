@@ -99,6 +99,23 @@ def _sandbox(args) -> int:
     return 0
 
 
+def _cluster_status(args) -> int:
+    from release.config import load_config
+    from release.sandbox.mode import real_cluster_reason
+
+    reason = real_cluster_reason(load_config())
+    print(f"real cluster configured: {reason}" if reason else "no cluster configured")
+    return 0 if reason else 3
+
+
+def _cluster_sandbox_env(args) -> int:
+    from release.config import load_config
+    from release.sandbox.mode import sandbox_environment, shell_exports
+
+    print(shell_exports(sandbox_environment(load_config(), args.kubeconfig.resolve())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m release", description="Release platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     gitops = sub.add_parser("gitops", help="the GitOps repository").add_subparsers(dest="action", required=True)
     init = gitops.add_parser("init", help="create the local GitOps repository from the template if missing")
     init.set_defaults(func=_gitops_init)
+    cluster = sub.add_parser("cluster", help="which Kubernetes cluster the platform uses").add_subparsers(dest="action", required=True)
+    status = cluster.add_parser("status", help="exit 0 if a real cluster is configured, 3 if not")
+    status.set_defaults(func=_cluster_status)
+    env = cluster.add_parser("sandbox-env", help="shell exports pointing every environment's connection at a sandbox")
+    env.add_argument("--kubeconfig", type=Path, required=True)
+    env.set_defaults(func=_cluster_sandbox_env)
+
     sandbox = sub.add_parser("sandbox", help="run the simulated Kubernetes cluster in the foreground")
     sandbox.add_argument("--port", type=int, default=0, help="default: any free port")
     sandbox.add_argument("--kubeconfig", type=Path, help="where to write its kubeconfig (default .local/sandbox/kubeconfig)")

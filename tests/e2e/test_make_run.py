@@ -47,7 +47,9 @@ def test_make_run_serves_a_healthy_ui_and_stops_cleanly(tmp_path):
     port = free_port()
     home = tmp_path / "airflow"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env |= {"AIRFLOW_HOME": str(home), "RELEASE_DATA_DIR": str(tmp_path / "data"), "AIRFLOW__CORE__PARALLELISM": "2"}
+    env.pop("KUBECONFIG", None)
+    env |= {"AIRFLOW_HOME": str(home), "RELEASE_DATA_DIR": str(tmp_path / "data"), "AIRFLOW__CORE__PARALLELISM": "2",
+            "HOME": str(tmp_path)}  # no ~/.kube/config: no real cluster, so sandbox mode
     log = open(tmp_path / "run.log", "w+")
     proc = subprocess.Popen(["make", "--no-print-directory", "run", f"PORT={port}"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,6 +84,16 @@ def test_make_run_serves_a_healthy_ui_and_stops_cleanly(tmp_path):
         out = (tmp_path / "run.log").read_text()
         assert f"http://localhost:{port}" in out and "simple_auth_manager_passwords.json.generated" in out
         assert (tmp_path / "data" / "gitops.git" / "HEAD").exists()
+
+        # Sandbox mode is said plainly: on the console and in the UI's title.
+        assert "SANDBOX MODE" in out and "nothing real is built or deployed" in out
+        _, ui = get(f"{base}/ui/config", auth)
+        assert "SANDBOX" in ui["instance_name"], ui
+        kubeconfig = home / "sandbox" / "kubeconfig"
+        from kubernetes import client, config
+
+        core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+        assert "apps-prod" in [n.metadata.name for n in core.list_namespace().items]
     finally:
         children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

@@ -83,6 +83,10 @@ class Service(_Strict):
     watch: list[str] = Field(default_factory=list, description="extra app-repo paths whose change rebuilds the service")
     environments: list[str] | None = Field(None, description="environments the service runs in; default all")
     smoke: SmokeTest = Field(default_factory=SmokeTest)
+    platforms: list[Literal["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le"]] = Field(
+        default_factory=lambda: ["linux/amd64", "linux/arm64"], min_length=1)
+    coverage_threshold: int = Field(70, ge=0, le=100, description="minimum line coverage of the unit tests, in %")
+    scan_policy: dict | None = Field(None, description="overrides of the scan policy for this service")
 
     @field_validator("path", "chart")
     @classmethod
@@ -127,11 +131,19 @@ class Approval(_Strict):
         return self
 
 
+class ArgoCD(_Strict):
+    application: DnsLabel | None = Field(None, description="default umbrella-<env>")
+    namespace: DnsLabel = "argocd"
+    sync_timeout_minutes: int = Field(15, ge=1, le=24 * 60)
+
+
 class Environment(_Strict):
     kubernetes_conn_id: str
     namespace: DnsLabel
     deploy_strategy: Literal["argocd", "helm"] = "argocd"
     approval: Approval = Field(default_factory=Approval)
+    argocd: ArgoCD = Field(default_factory=ArgoCD)
+    scan_policy: dict | None = Field(None, description="overrides of the scan policy in this environment")
 
     @field_validator("kubernetes_conn_id")
     @classmethod
@@ -186,11 +198,49 @@ class Artifacts(_Strict):
         return None if value is None else _check_url(value, ("file", "https", "http", "s3", "gs"))
 
 
+def _image_ref(value: str) -> str:
+    if not re.match(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9._-]+)*(:[A-Za-z0-9_.-]{1,128})?(@sha256:[0-9a-f]{64})?$", value):
+        raise ValueError(f"{value!r} is not an image reference (repository[:tag][@sha256:digest])")
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_image_ref)]
+
+
+class Tools(_Strict):
+    """Images of the tools the pipeline pods run. Pin them by digest when mirroring them."""
+
+    buildkit: ImageRef = "moby/buildkit:v0.17.3-rootless"
+    syft: ImageRef = "anchore/syft:v1.18.1"
+    trivy: ImageRef = "aquasec/trivy:0.58.1"
+    cosign: ImageRef = "cgr.dev/chainguard/cosign:2.4.1"
+    helm: ImageRef = "alpine/helm:3.16.3"
+    kubeconform: ImageRef = "ghcr.io/yannh/kubeconform:v0.6.7"
+    curl: ImageRef = "curlimages/curl:8.11.1"
+    git: ImageRef = "alpine/git:2.47.1"
+    verify: ImageRef = Field("registry.local:5000/release/platform:latest",
+                             description="the platform image: runs the service's tests, flake8, pylint")
+
+
+class Pipelines(_Strict):
+    app_repo: str = Field("https://git.example.com/org/app.git", description="the application monorepo")
+    builds_pool_slots: int = Field(4, ge=1, le=256, description="size of the Airflow pool `builds`")
+    cosign_key_secret: DnsLabel = Field("cosign-key", description="Kubernetes secret with cosign.key and the password")
+    tools: Tools = Field(default_factory=Tools)
+    scan_policy: dict = Field(default_factory=dict, description="the default scan policy (release.scan.ScanPolicy)")
+
+    @field_validator("app_repo")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value, ("https", "http", "ssh", "file"))
+
+
 class PlatformConfig(_Strict):
     services: dict[DnsLabel, Service] = Field(min_length=1)
     environments: dict[DnsLabel, Environment] = Field(min_length=1, description="in promotion order")
     gitops: GitOps = Field(default_factory=GitOps)
     artifacts: Artifacts = Field(default_factory=Artifacts)
+    pipelines: Pipelines = Field(default_factory=Pipelines)
 
     @model_validator(mode="after")
     def _references(self) -> PlatformConfig:
@@ -215,6 +265,20 @@ class PlatformConfig(_Strict):
 
     def services_in(self, env: str) -> list[str]:
         return [n for n, s in self.services.items() if s.environments is None or env in s.environments]
+
+    def argocd_application(self, env: str) -> tuple[str, str]:
+        """(namespace, name) of the Argo CD Application that deploys `env`."""
+        a = self.environments[env].argocd
+        return a.namespace, a.application or f"umbrella-{env}"
+
+    def artifacts_dir(self) -> Path:
+        """The local folder behind a file:// artifact store (the default)."""
+        url = self.artifacts.base_url
+        if url is None:
+            return data_dir() / "artifacts"
+        if not url.startswith("file://"):
+            raise ValueError(f"artifacts.base_url {url!r}: only file:// stores are readable by the workers so far")
+        return Path(urlparse(url).path)
 
 
 # -- loading ------------------------------------------------------------------------------

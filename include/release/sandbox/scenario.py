@@ -50,8 +50,8 @@ class PodMatch(_Rule):
 class Artifact(_Rule):
     """A file the pod 'writes' to the artifact store, as the real tool would.
 
-    `dest` may use {namespace}, {pod}, {dag_id}, {task_id}, {run_id} and any pod
-    annotation as {annotation:NAME}.
+    `dest` may use {namespace}, {pod}, {dag_id}, {task_id}, {run_id}, and any pod
+    label or annotation as {label:NAME} or {annotation:NAME}.
     """
 
     source: str

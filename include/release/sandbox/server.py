@@ -246,8 +246,9 @@ class SandboxCluster:
                   "task_id": labels.get("task_id", ""), "run_id": annotations.get("run_id", labels.get("run_id", ""))}
         for artifact in behaviour.artifacts:
             dest = artifact.dest
-            for key, value in annotations.items():
-                dest = dest.replace(f"{{annotation:{key}}}", value)
+            for kind, mapping in (("annotation", annotations), ("label", labels)):
+                for key, value in mapping.items():
+                    dest = dest.replace(f"{{{kind}:{key}}}", value)
             dest = dest.format(**values)
             if ".." in Path(dest).parts:
                 raise ValueError(f"artifact destination {dest!r} leaves the artifact store")

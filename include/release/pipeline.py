@@ -1,0 +1,269 @@
+"""`<service>-pipeline`: commit -> tested, built, scanned, signed image running in dev.
+
+    validate -> verify -> build -> image_ref -> sbom, scan -> scan_sarif, scan_gate
+             -> chart_validate (alongside the build)
+    is_release (skips the rest in PR mode) -> sign, attest_sbom -> deploy_dev -> wait_dev -> smoke_dev
+    rollback_dev runs only if wait_dev or smoke_dev failed: it puts dev back and fails the run.
+
+The DAG object is built here from the config; the callables import what they need when
+they run, so parsing a DAG file stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from release.config import PlatformConfig
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+REF_RE = re.compile(r"^refs/(heads|tags)/[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$|^refs/pull/[0-9]{1,9}/(head|merge)$")
+FIRST_ENV_DOC = "the first environment of the config"
+
+
+class ParamError(ValueError):
+    pass
+
+
+def validate_params(params: dict) -> dict:
+    """The run's params, checked before anything is built; errors name the param."""
+    commit, ref, pr = params.get("commit"), params.get("ref"), params.get("pr")
+    if not isinstance(commit, str) or not COMMIT_RE.match(commit):
+        raise ParamError(f"commit: {str(commit)[:80]!r} is not a full commit id (40 lowercase hex characters)")
+    if not isinstance(ref, str) or ".." in ref or not REF_RE.match(ref):
+        raise ParamError(f"ref: {str(ref)[:80]!r} is not a ref; allowed forms: refs/heads/<branch>, refs/tags/<tag>, refs/pull/<n>/head")
+    if pr is not None and (isinstance(pr, bool) or not isinstance(pr, int) or not 1 <= pr <= 10**9):
+        raise ParamError(f"pr: {str(pr)[:80]!r} is not a pull request number (a positive integer) or null")
+    paths = params.get("changed_paths") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) and len(p) < 4096 for p in paths):
+        raise ParamError("changed_paths: must be a list of repository paths")
+    tag = ref.removeprefix("refs/tags/") if ref.startswith("refs/tags/") else None
+    version = tag.removeprefix("v") if tag else f"sha-{commit[:12]}"
+    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None}
+
+
+def scan_policy_for(config: PlatformConfig, service: str, env: str):
+    from release.scan import ScanPolicy, merge_policies
+
+    policy = merge_policies(ScanPolicy(), config.pipelines.scan_policy)
+    policy = merge_policies(policy, config.environments[env].scan_policy)
+    return merge_policies(policy, config.services[service].scan_policy)
+
+
+# -- task callables ---------------------------------------------------------------------
+
+
+def _fail(message: str):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def task_validate(params: dict) -> dict:
+    try:
+        return validate_params(params)
+    except ParamError as exc:
+        _fail(str(exc))
+
+
+def task_image_ref(service: str, build_result: Any) -> str:
+    from release.config import load_config
+    from release.registry import DIGEST_RE
+
+    digest = (build_result or {}).get("containerimage.digest") if isinstance(build_result, dict) else None
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        _fail(f"build: the build reported no image digest (containerimage.digest); got {str(build_result)[:200]!r}")
+    return f"{load_config().services[service].image}@{digest}"
+
+
+def task_scan_gate(service: str, commit: str) -> dict:
+    import json
+    from datetime import date
+
+    from release.config import load_config
+    from release.scan import ScanReportError, evaluate_report
+
+    config = load_config()
+    env = config.env_order[0]
+    report_path = config.artifacts_dir() / service / commit / "trivy.json"
+    try:
+        report = json.loads(report_path.read_text())
+        summary = evaluate_report(report, scan_policy_for(config, service, env), date.today())
+    except (OSError, ValueError, ScanReportError) as exc:
+        _fail(f"scan-gate: cannot read the Trivy report {report_path}: {exc}")
+    print(summary.describe())
+    if not summary.passed:
+        _fail(f"scan-gate: {service} {commit[:12]} is blocked: {summary.describe()}")
+    return summary.to_dict()
+
+
+def task_chart_validate(service: str) -> list[str]:
+    from release.charts import validate_service_chart
+    from release.config import load_config
+    from release.registry import Registry
+
+    config = load_config()
+    with Registry.from_config(config).store.checkout() as tree:
+        checked = validate_service_chart(tree, config, service)
+    print(f"{service} chart renders, lints and validates for: {', '.join(checked)}")
+    return checked
+
+
+def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summary: dict, run_id: str, by: str) -> dict:
+    from release.argocd import request_sync
+    from release.config import load_config
+    from release.pods import ARTIFACTS_MOUNT
+    from release.registry import DeployRequest, Registry
+
+    config = load_config()
+    evidence = {
+        "commit": facts["commit"], "ref": facts["ref"],
+        "scan": {k: v for k, v in scan_summary.items() if k != "findings"} | {"findings": scan_summary.get("findings", [])},
+        "sbom": f"{ARTIFACTS_MOUNT}/{service}/{facts['commit']}/sbom.spdx.json",
+        "signature": {"signed": True, "key": f"k8s://{config.environments[env].namespace}/{config.pipelines.cosign_key_secret}"},
+    }
+    result = Registry.from_config(config).record_deployment(
+        env, [DeployRequest(service, facts["version"], image_ref, evidence)], by=by, run_id=run_id,
+        reason=f"pipeline of {facts['ref']}")
+    namespace, application = config.argocd_application(env)
+    if config.environments[env].deploy_strategy == "argocd":
+        request_sync(config.environments[env].kubernetes_conn_id, namespace, application, result.sha)
+        print(f"Asked Argo CD {namespace}/{application} to sync {result.sha}")
+    return {"gitops_commit": result.sha, "version": facts["version"], "image": image_ref}
+
+
+def task_rollback(service: str, env: str, run_id: str, wait_result: Any, deploy: dict | None) -> None:
+    from release.argocd import request_sync, wait_synced
+    from release.config import load_config
+    from release.registry import NoRollbackTarget, Registry
+
+    config = load_config()
+    failed_step = "smoke test" if wait_result else "Argo CD sync"
+    version = (deploy or {}).get("version", "?")
+    what = f"{service} {version}: the {failed_step} in {env} failed"
+    try:
+        result = Registry.from_config(config).record_rollback(
+            env, [service], by="release-platform", run_id=run_id, reason=f"automatic rollback: {what}", outcome="failed")
+    except NoRollbackTarget as exc:
+        _fail(f"{what}; no earlier version to roll back to ({exc})")
+    namespace, application = config.argocd_application(env)
+    conn_id = config.environments[env].kubernetes_conn_id
+    request_sync(conn_id, namespace, application, result.sha)
+    state = wait_synced(conn_id, namespace, application, result.sha, config.environments[env].argocd.sync_timeout_minutes * 60, 0.2)
+    restored = Registry.from_config(config).state(env)[service]
+    _fail(f"{what}; rolled {env} back to {restored.version} ({restored.image}) in commit {result.sha[:12]}: {state.describe()}")
+
+
+# -- the DAG ------------------------------------------------------------------------------
+
+
+def pipeline_doc(config: PlatformConfig, service: str) -> str:
+    s = config.services[service]
+    return f"""
+### {service}: commit to dev
+
+Builds `{s.path}` of the application repository at `commit` for {", ".join(s.platforms)},
+scans and signs the image, validates its chart, records it in the GitOps registry for
+**{config.env_order[0]}**, waits for Argo CD to roll it out, and smoke-tests it. A failed
+rollout or smoke test rolls {config.env_order[0]} back to the previous version and fails the run.
+
+With `pr` set (PR mode) it stops after the scan gate and chart validation: nothing is
+signed, deployed or written to the registry. Runs queue one at a time per service.
+"""
+
+
+def build_pipeline_dag(config: PlatformConfig, service: str):
+    from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
+    from airflow.sdk import DAG, Param
+
+    from release import steps
+    from release.argocd import ApplicationSyncedSensor
+    from release.assets import REGISTRY
+    from release.pods import pod_operator
+
+    env = config.env_order[0]
+    environment = config.environments[env]
+    pods = {"service": service, "commit": steps.COMMIT, "namespace": environment.namespace,
+            "kubernetes_conn_id": environment.kubernetes_conn_id}
+    with DAG(
+        dag_id=f"{service}-pipeline",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,  # deploys of one service never interleave; later runs queue
+        tags=["release", "pipeline", service],
+        doc_md=pipeline_doc(config, service),
+        params={
+            "commit": Param("", type="string", description="full commit id (40 hex)"),
+            "ref": Param("refs/heads/main", type="string", description="refs/heads/<branch>, refs/tags/<tag> or refs/pull/<n>/head"),
+            "pr": Param(None, type=["null", "integer"], description="pull request number: set for PR mode"),
+            "changed_paths": Param([], type="array", description="informational"),
+        },
+        render_template_as_native_obj=False,
+    ) as dag:
+        validate = PythonOperator(task_id="validate", python_callable=_validate_from_context)
+        verify = pod_operator("verify", steps.verify(config, service), **pods)
+        build = pod_operator("build", steps.build(config, service), pool="builds", **pods)
+        image_ref = PythonOperator(task_id="image_ref", python_callable=_image_ref_from_context(service))
+        sbom = pod_operator("sbom", steps.sbom(config, service), **pods)
+        scan = pod_operator("scan", steps.scan(config, service), **pods)
+        scan_sarif = pod_operator("scan_sarif", steps.scan_sarif(config, service), **pods)
+        scan_gate = PythonOperator(task_id="scan_gate", python_callable=task_scan_gate,
+                                   op_kwargs={"service": service, "commit": steps.COMMIT})
+        chart_validate = PythonOperator(task_id="chart_validate", python_callable=task_chart_validate,
+                                        op_kwargs={"service": service})
+        is_release = ShortCircuitOperator(task_id="is_release", python_callable=_is_release,
+                                          doc_md="PR mode (pr set) stops here: nothing signed or deployed.")
+        sign = pod_operator("sign", steps.sign(config, service, environment.namespace), **pods)
+        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service, environment.namespace), **pods)
+        deploy = PythonOperator(task_id=f"deploy_{env}", python_callable=_deploy_from_context(service, env), outlets=[REGISTRY])
+        wait = ApplicationSyncedSensor(
+            task_id=f"wait_{env}", kubernetes_conn_id=environment.kubernetes_conn_id,
+            namespace=config.argocd_application(env)[0], application=config.argocd_application(env)[1],
+            revision=f"{{{{ ti.xcom_pull(task_ids='deploy_{env}')['gitops_commit'] }}}}",
+            timeout_seconds=environment.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
+        smoke = pod_operator(f"smoke_{env}", steps.smoke(config, service, env), **pods)
+        rollback = PythonOperator(task_id=f"rollback_{env}", python_callable=_rollback_from_context(service, env),
+                                  trigger_rule="one_failed", outlets=[REGISTRY])
+
+        validate >> [verify, chart_validate]
+        verify >> build >> image_ref >> [sbom, scan]
+        scan >> [scan_sarif, scan_gate]
+        [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> deploy >> wait >> smoke
+        [wait, smoke] >> rollback
+    return dag
+
+
+# Callables that read what they need from the task context (params, XComs, run id).
+
+def _validate_from_context(**context) -> dict:
+    return task_validate(dict(context["params"]))
+
+
+def _image_ref_from_context(service: str):
+    def image_ref(**context) -> str:
+        return task_image_ref(service, context["ti"].xcom_pull(task_ids="build"))
+    return image_ref
+
+
+def _is_release(**context) -> bool:
+    return context["params"].get("pr") is None
+
+
+def _deploy_from_context(service: str, env: str):
+    def deploy(**context) -> dict:
+        ti = context["ti"]
+        by = getattr(context["dag_run"], "triggering_user_name", None) or "release-platform"
+        return task_deploy(service, env, ti.xcom_pull(task_ids="validate"), ti.xcom_pull(task_ids="image_ref"),
+                           ti.xcom_pull(task_ids="scan_gate"), context["run_id"],
+                           by if re.match(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$", by) else "release-platform")
+    return deploy
+
+
+def _rollback_from_context(service: str, env: str):
+    def rollback(**context) -> None:
+        ti = context["ti"]
+        task_rollback(service, env, context["run_id"], ti.xcom_pull(task_ids=f"wait_{env}"),
+                      ti.xcom_pull(task_ids=f"deploy_{env}"))
+    return rollback

@@ -1,0 +1,124 @@
+"""The tool pods of a service pipeline, as data: which image, which arguments.
+
+Values that come from a run (commit, digest) are Jinja templates rendered by Airflow
+into single arguments; they are validated by the pipeline's first task and never pass
+through a shell.
+"""
+
+from __future__ import annotations
+
+from release.config import PlatformConfig
+from release.pods import ARTIFACTS_MOUNT, PodStep, Resources, SecretEnv, SecurityException
+
+COMMIT = "{{ params.commit }}"
+DIGEST = "{{ ti.xcom_pull(task_ids='build')['containerimage.digest'] }}"
+SIGNED_REF = "{{ ti.xcom_pull(task_ids='image_ref') }}"
+
+
+def artifact_dir(service: str) -> str:
+    return f"{ARTIFACTS_MOUNT}/{service}/{COMMIT}"
+
+
+def verify(config: PlatformConfig, service: str) -> PodStep:
+    s = config.services[service]
+    return PodStep(
+        "verify", config.pipelines.tools.verify,
+        cmds=["python", "-m", "release.verify"],
+        args=["--repo", config.pipelines.app_repo, "--commit", COMMIT, "--path", s.path,
+              "--coverage-min", str(s.coverage_threshold), "--pylint-min", "8.0"],
+        resources=Resources(cpu="500m", memory="512Mi", cpu_limit="1000m", memory_limit="512Mi"),
+    )
+
+
+BUILDKIT_EXCEPTION = SecurityException(
+    reason="rootless BuildKit creates user namespaces for its build containers, which the "
+           "RuntimeDefault seccomp and AppArmor profiles forbid; it still runs as non-root "
+           "with no capabilities and no privilege escalation",
+    seccomp="Unconfined", apparmor_unconfined=True, read_only_root=False, run_as_user=1000,
+)
+
+
+def build(config: PlatformConfig, service: str) -> PodStep:
+    s = config.services[service]
+    context = f"{config.pipelines.app_repo}#{COMMIT}:{s.path.rstrip('/')}"
+    return PodStep(
+        "build", config.pipelines.tools.buildkit,
+        cmds=["buildctl-daemonless.sh"],
+        args=["build", "--frontend", "dockerfile.v0",
+              "--opt", f"context={context}", "--opt", f"dockerfile={context}",
+              "--opt", f"platform={','.join(s.platforms)}",
+              "--output", f"type=image,name={s.image}:{COMMIT},push=true",
+              "--export-cache", f"type=registry,ref={s.image}:buildcache,mode=max",
+              "--import-cache", f"type=registry,ref={s.image}:buildcache",
+              # BuildKit's metadata (with containerimage.digest) becomes the task's result.
+              "--metadata-file", "/dev/termination-log"],
+        env={"BUILDKITD_FLAGS": "--oci-worker-no-process-sandbox"},
+        resources=Resources(cpu="1000m", memory="2Gi", cpu_limit="2000m", memory_limit="4Gi"),
+        scratch=("/tmp", "/home/user/.local/share/buildkit"),
+        exception=BUILDKIT_EXCEPTION,
+    )
+
+
+def sbom(config: PlatformConfig, service: str) -> PodStep:
+    return PodStep(
+        "sbom", config.pipelines.tools.syft,
+        args=["scan", f"registry:{SIGNED_REF}", "--output", f"spdx-json={artifact_dir(service)}/sbom.spdx.json"],
+        artifacts=True,
+    )
+
+
+def scan(config: PlatformConfig, service: str) -> PodStep:
+    return PodStep(
+        "scan", config.pipelines.tools.trivy,
+        args=["image", "--format", "json", "--output", f"{artifact_dir(service)}/trivy.json",
+              "--scanners", "vuln", "--cache-dir", "/tmp/trivy", SIGNED_REF],
+        resources=Resources(cpu="500m", memory="512Mi"),
+        artifacts=True,
+    )
+
+
+def scan_sarif(config: PlatformConfig, service: str) -> PodStep:
+    return PodStep(
+        "scan-sarif", config.pipelines.tools.trivy,
+        args=["convert", "--format", "sarif", "--output", f"{artifact_dir(service)}/trivy.sarif",
+              f"{artifact_dir(service)}/trivy.json"],
+        artifacts=True,
+    )
+
+
+def _cosign_env(config: PlatformConfig) -> tuple[SecretEnv, ...]:
+    return (SecretEnv("COSIGN_PASSWORD", config.pipelines.cosign_key_secret, "cosign.password"),)
+
+
+def sign(config: PlatformConfig, service: str, namespace: str) -> PodStep:
+    # The key stays in the cluster: cosign reads it through the Kubernetes API (k8s://).
+    return PodStep(
+        "sign", config.pipelines.tools.cosign,
+        args=["sign", "--yes", "--tlog-upload=false", "--key", f"k8s://{namespace}/{config.pipelines.cosign_key_secret}",
+              SIGNED_REF],
+        secret_env=_cosign_env(config),
+    )
+
+
+def attest_sbom(config: PlatformConfig, service: str, namespace: str) -> PodStep:
+    return PodStep(
+        "attest-sbom", config.pipelines.tools.cosign,
+        args=["attest", "--yes", "--tlog-upload=false", "--type", "spdxjson",
+              "--predicate", f"{artifact_dir(service)}/sbom.spdx.json",
+              "--key", f"k8s://{namespace}/{config.pipelines.cosign_key_secret}", SIGNED_REF],
+        secret_env=_cosign_env(config),
+        artifacts=True,
+    )
+
+
+def smoke(config: PlatformConfig, service: str, env: str) -> PodStep:
+    s = config.services[service]
+    host = f"http://{service}.{config.environments[env].namespace}.svc.cluster.local"
+    targets = [arg for path in s.smoke.endpoints for arg in ("--output", "/dev/null", f"{host}:{s.smoke.port}{path}")]
+    return PodStep(
+        f"smoke-{env}", config.pipelines.tools.curl,
+        args=["--fail", "--fail-early", "--silent", "--show-error", "--max-time", "10",
+              "--retry", str(s.smoke.retries), "--retry-delay", str(s.smoke.interval_seconds), "--retry-all-errors",
+              "--write-out", "%{url} %{http_code}\\n", *targets],
+        resources=Resources(cpu="50m", memory="32Mi", cpu_limit="200m", memory_limit="64Mi"),
+    )

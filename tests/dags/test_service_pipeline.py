@@ -1,0 +1,152 @@
+"""<service>-pipeline end to end with dag.test(): real operators, sandbox cluster, real GitOps repo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from release.gitops import ensure_local_repo
+from release.registry import Registry
+from tests.helpers import digest, request_for
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+NEW_DIGEST = digest("9")
+ARTIFACT = "{label:release-platform/service}/{label:release-platform/commit}/"
+
+
+def scenario(report: str = "alpine-310.json", smoke_exit: int = 0, argo: dict | None = None) -> dict:
+    return {
+        "pods": [
+            {"match": {"labels": {"release-platform/step": "build"}}, "logs": ["#1 building", "#9 pushing"],
+             "termination_message": json.dumps({"containerimage.digest": NEW_DIGEST, "image.name": "x"})},
+            {"match": {"labels": {"release-platform/step": "scan"}},
+             "artifacts": [{"source": str(FIXTURES / report), "dest": ARTIFACT + "trivy.json"}]},
+            {"match": {"labels": {"release-platform/step": "scan-sarif"}},
+             "artifacts": [{"source": str(FIXTURES / "alpine-310.sarif"), "dest": ARTIFACT + "trivy.sarif"}]},
+            {"match": {"labels": {"release-platform/step": "sbom"}},
+             "artifacts": [{"source": str(FIXTURES / "npm.json"), "dest": ARTIFACT + "sbom.spdx.json"}]},
+            {"match": {"labels": {"release-platform/step": "smoke-dev"}}, "exit_code": smoke_exit,
+             "logs": ["curl: (22) The requested URL returned error: 503"] if smoke_exit else ["http://service-a/healthz 200"]},
+        ],
+        "default_pod": {"duration_seconds": 0.1},
+        "applications": [argo] if argo else [],
+    }
+
+
+@pytest.fixture
+def world(airflow_db, data_dir, config, sandbox):
+    """A GitOps repo where dev runs service-a 1.0.0, and the Argo CD Application for dev."""
+    ensure_local_repo(config)
+    Registry.from_config(config).record_deployment("dev", [request_for(config, "service-a", "1.0.0", "1")],
+                                                   by="alice", run_id="earlier")
+    sandbox.artifacts_dir = data_dir / "artifacts"
+    sandbox.call(sandbox.store.create, sandbox.resource("applications"), "argocd", {
+        "metadata": {"name": "umbrella-dev"},
+        "spec": {"project": "default", "source": {"repoURL": "file:///gitops.git", "path": "umbrella/dev", "targetRevision": "main"},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "apps-dev"}},
+        "status": {"sync": {"status": "Synced", "revision": "old"}, "health": {"status": "Healthy"}}})
+    return Registry.from_config(config)
+
+
+def run(params: dict):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "service_pipelines.py")).get_dag("service-a-pipeline")
+    dagrun = dag.test(run_conf={"commit": COMMIT, "ref": "refs/tags/v1.1.0", **params})
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config):
+    sandbox.scenario = scenario()
+    dagrun, states = run({})
+    assert dagrun.state == "success", states
+    current = world.state("dev")["service-a"]
+    assert (current.version, current.image) == ("1.1.0", f"{config.services['service-a'].image}@{NEW_DIGEST}")
+    assert current.evidence["scan"]["passed"] is True and current.evidence["commit"] == COMMIT
+    assert current.evidence["signature"]["signed"] is True and current.evidence["sbom"].endswith("sbom.spdx.json")
+    app = sandbox.get("applications", "argocd", "umbrella-dev")
+    gitops_head = world.history(service="service-a")[-1]
+    assert app["status"]["sync"]["revision"] == app["status"]["operationState"]["syncResult"]["revision"]
+    assert len(app["status"]["sync"]["revision"]) == 40 and gitops_head.version == "1.1.0"
+    assert states["rollback_dev"] == "skipped"
+
+
+def test_pods_the_cluster_received_are_hardened(world, sandbox):
+    sandbox.scenario = scenario()
+    run({})
+    created = [r for r in sandbox.requests if r.method == "POST" and r.path.endswith("/pods")]
+    assert created and all(r.status == 201 for r in created)  # all passed the API server's validation
+    pods = {}
+    for event in sandbox.call(lambda: list(sandbox.store.events)):
+        _, plural, kind, obj = event
+        if plural == "pods" and kind == "ADDED":
+            pods[obj["metadata"]["labels"]["release-platform/step"]] = obj
+    assert {"verify", "build", "scan", "sbom", "sign", "smoke-dev"} <= set(pods)
+    for step, pod in pods.items():
+        spec = pod["spec"]
+        (container,) = spec["containers"]
+        sc = container["securityContext"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, step
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}, step
+        assert container["resources"]["limits"] and container["resources"]["requests"], step
+        assert spec["automountServiceAccountToken"] is False, step
+        assert pod["metadata"]["labels"]["release-platform/commit"] == COMMIT
+        if step == "build":  # the one declared exception, with its reason on the pod
+            assert "user namespaces" in pod["metadata"]["annotations"]["release-platform/security-exception"]
+        else:
+            assert sc["readOnlyRootFilesystem"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, step
+    assert "--metadata-file" in pods["build"]["spec"]["containers"][0]["args"]
+    assert all(isinstance(a, str) for p in pods.values() for a in p["spec"]["containers"][0]["args"])
+
+
+def test_blocking_scan_stops_at_the_gate(world, sandbox):
+    sandbox.scenario = scenario(report="alpine-39.json")  # 2 CRITICAL
+    before = world.snapshot()
+    dagrun, states = run({})
+    assert dagrun.state == "failed"
+    assert states["scan_gate"] == "failed"
+    assert states["sign"] in ("upstream_failed", "skipped") and states["deploy_dev"] in ("upstream_failed", "skipped")
+    assert world.snapshot().entries == before.entries
+    assert not [r for r in sandbox.requests if r.method == "POST" and "sign" in json.dumps(r.query)]
+    steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
+    assert "sign" not in steps and "smoke-dev" not in steps
+
+
+def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd):
+    sandbox.scenario = scenario(smoke_exit=22)
+    dagrun, states = run({})
+    assert dagrun.state == "failed"
+    assert states["smoke_dev"] == "failed" and states["rollback_dev"] == "failed"
+    assert world.state("dev")["service-a"].version == "1.0.0"
+    story = [(e.version, e.action, e.outcome) for e in world.history(service="service-a", env="dev")]
+    assert story == [("1.0.0", "deploy", "deployed"), ("1.1.0", "deploy", "failed"), ("1.0.0", "rollback", "deployed")]
+    out = capfd.readouterr().out
+    assert "service-a 1.1.0: the smoke test in dev failed; rolled dev back to 1.0.0" in out
+
+
+def test_pr_mode_never_signs_deploys_or_writes(world, sandbox):
+    sandbox.scenario = scenario()
+    before = world.snapshot()
+    dagrun, states = run({"pr": 42, "ref": "refs/pull/42/head"})
+    assert states["scan_gate"] == "success" and states["chart_validate"] == "success"
+    assert all(states[t] == "skipped" for t in ("sign", "attest_sbom", "deploy_dev", "wait_dev", "smoke_dev", "rollback_dev")), states
+    assert world.snapshot().entries == before.entries
+    steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
+    assert steps.isdisjoint({"sign", "attest-sbom", "smoke-dev"})
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"commit": "abc"}, "commit: 'abc' is not a full commit id"),
+    ({"ref": "refs/heads/../../etc"}, "ref: 'refs/heads/../../etc' is not a ref"),
+    ({"pr": -1}, "pr: '-1' is not a pull request number"),
+])
+def test_bad_params_fail_at_the_first_task_naming_the_param(world, sandbox, capfd, params, message):
+    dagrun, states = run(params)
+    assert states["validate"] == "failed"
+    assert not sandbox.seen("POST", "/pods")  # no pod was created
+    assert message in capfd.readouterr().out

@@ -20,6 +20,8 @@ mkdir -p "$AIRFLOW_HOME"
 # Fail before starting anything if the config is broken.
 python -m release config check
 python -m release gitops init
+airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
+python -m release pools sync
 
 # No real cluster configured: run the sandbox and point every environment at it.
 sandbox_group=""

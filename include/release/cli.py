@@ -116,6 +116,18 @@ def _cluster_sandbox_env(args) -> int:
     return 0
 
 
+def _pools_sync(args) -> int:
+    """Create or resize the Airflow pools the config asks for (the metadata DB must exist)."""
+    from airflow.models.pool import Pool
+
+    from release.config import load_config
+
+    slots = load_config().pipelines.builds_pool_slots
+    Pool.create_or_update_pool("builds", slots, "image builds across all service pipelines", include_deferred=False)
+    print(f"pool builds: {slots} slots")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m release", description="Release platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     env = cluster.add_parser("sandbox-env", help="shell exports pointing every environment's connection at a sandbox")
     env.add_argument("--kubeconfig", type=Path, required=True)
     env.set_defaults(func=_cluster_sandbox_env)
+
+    pools = sub.add_parser("pools", help="Airflow pools").add_subparsers(dest="action", required=True)
+    pools.add_parser("sync", help="create or resize the pools named in the config").set_defaults(func=_pools_sync)
 
     sandbox = sub.add_parser("sandbox", help="run the simulated Kubernetes cluster in the foreground")
     sandbox.add_argument("--port", type=int, default=0, help="default: any free port")

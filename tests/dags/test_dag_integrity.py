@@ -25,7 +25,7 @@ def test_no_import_errors(bag):
 
 
 def test_expected_dags_exist(bag):
-    assert {"umbrella-chart"} <= set(bag.dag_ids)
+    assert {"umbrella-chart", "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
 
 
 def test_house_rules(bag):
@@ -44,3 +44,20 @@ def test_broken_config_is_an_import_error_naming_the_problem(tmp_path, monkeypat
     assert errors, "a broken config must surface in the UI"
     message = "\n".join(errors.values())
     assert str(bad) in message and "environments.dev.deploy_strategy" in message and "'argocd' or 'helm'" in message
+
+
+def test_pipelines_for_every_service_and_their_builds_share_a_pool(bag, config):
+    for service in config.services:
+        dag = bag.dags[f"{service}-pipeline"]
+        assert dag.max_active_runs == 1
+        assert dag.get_task("build").pool == "builds"
+        assert set(dag.params) == {"commit", "ref", "pr", "changed_paths"}
+
+
+def test_pools_sync_creates_the_builds_pool(airflow_db, config):
+    from airflow.models.pool import Pool
+
+    from release.cli import main
+
+    assert main(["pools", "sync"]) == 0
+    assert Pool.get_pool("builds").slots == config.pipelines.builds_pool_slots

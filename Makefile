@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test install install-dev bench clean check-stack
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: install-dev
 
 bench: install-dev
 	$(PY) bench/registry.py
+	$(PY) bench/parse.py
+	$(PY) bench/affected.py
+
+# The full-stack and production files, checked offline (also part of make test).
+check-stack: install-dev
+	$(PY) scripts/check_stack.py
 
 clean:
 	rm -rf .airflow .local

@@ -121,7 +121,7 @@ def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summar
         "commit": facts["commit"], "ref": facts["ref"],
         "scan": {k: v for k, v in scan_summary.items() if k != "findings"} | {"findings": scan_summary.get("findings", [])},
         "sbom": f"{ARTIFACTS_MOUNT}/{service}/{facts['commit']}/sbom.spdx.json",
-        "signature": {"signed": True, "key": f"k8s://{config.environments[env].namespace}/{config.pipelines.cosign_key_secret}"},
+        "signature": {"signed": True, "key": f"secret {config.environments[env].namespace}/{config.pipelines.cosign_key_secret}"},
     }
     result = Registry.from_config(config).record_deployment(
         env, [DeployRequest(service, facts["version"], image_ref, evidence)], by=by, run_id=run_id,
@@ -215,8 +215,8 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
                                         op_kwargs={"service": service})
         is_release = ShortCircuitOperator(task_id="is_release", python_callable=_is_release,
                                           doc_md="PR mode (pr set) stops here: nothing signed or deployed.")
-        sign = pod_operator("sign", steps.sign(config, service, environment.namespace), **pods)
-        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service, environment.namespace), **pods)
+        sign = pod_operator("sign", steps.sign(config, service), **pods)
+        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service), **pods)
         deploy = PythonOperator(task_id=f"deploy_{env}", python_callable=_deploy_from_context(service, env), outlets=[REGISTRY])
         wait = ApplicationSyncedSensor(
             task_id=f"wait_{env}", kubernetes_conn_id=environment.kubernetes_conn_id,

@@ -70,6 +70,12 @@ class SecretEnv:
 
 
 @dataclass(frozen=True)
+class SecretVolume:
+    secret: str
+    mount_path: str  # read-only, files readable by the owner only
+
+
+@dataclass(frozen=True)
 class PodStep:
     step: str
     image: str
@@ -77,6 +83,7 @@ class PodStep:
     cmds: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     secret_env: tuple[SecretEnv, ...] = ()
+    secret_volumes: tuple[SecretVolume, ...] = ()
     resources: Resources = Resources()
     scratch: tuple[str, ...] = ("/tmp",)  # writable emptyDirs under a read-only root
     artifacts: bool = False  # mount the artifact store
@@ -125,6 +132,10 @@ def pod_operator(
     if step.artifacts:
         volumes.append(_m(k8s.V1Volume, name="artifacts", persistent_volume_claim=_m(k8s.V1PersistentVolumeClaimVolumeSource, claim_name=ARTIFACTS_CLAIM)))
         mounts.append(_m(k8s.V1VolumeMount, name="artifacts", mount_path=ARTIFACTS_MOUNT))
+    for i, sv in enumerate(step.secret_volumes):
+        volumes.append(_m(k8s.V1Volume, name=f"secret-{i}",
+                          secret=_m(k8s.V1SecretVolumeSource, secret_name=sv.secret, default_mode=0o400)))
+        mounts.append(_m(k8s.V1VolumeMount, name=f"secret-{i}", mount_path=sv.mount_path, read_only=True))
     env = [_m(k8s.V1EnvVar, name=k, value=v) for k, v in sorted(step.env.items())]
     env += [_m(k8s.V1EnvVar, name=s.name, value_from=_m(k8s.V1EnvVarSource, secret_key_ref=_m(k8s.V1SecretKeySelector, name=s.secret, key=s.key)))
             for s in step.secret_env]

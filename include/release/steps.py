@@ -8,7 +8,7 @@ through a shell.
 from __future__ import annotations
 
 from release.config import PlatformConfig
-from release.pods import ARTIFACTS_MOUNT, PodStep, Resources, SecretEnv, SecurityException
+from release.pods import ARTIFACTS_MOUNT, PodStep, Resources, SecretEnv, SecretVolume, SecurityException
 
 COMMIT = "{{ params.commit }}"
 DIGEST = "{{ ti.xcom_pull(task_ids='build')['containerimage.digest'] }}"
@@ -86,28 +86,33 @@ def scan_sarif(config: PlatformConfig, service: str) -> PodStep:
     )
 
 
-def _cosign_env(config: PlatformConfig) -> tuple[SecretEnv, ...]:
-    return (SecretEnv("COSIGN_PASSWORD", config.pipelines.cosign_key_secret, "cosign.password"),)
+COSIGN_KEY_DIR = "/cosign"
 
 
-def sign(config: PlatformConfig, service: str, namespace: str) -> PodStep:
-    # The key stays in the cluster: cosign reads it through the Kubernetes API (k8s://).
+def _cosign(config: PlatformConfig) -> dict:
+    # The key stays in the cluster: a read-only secret volume, its password an env var from
+    # the same secret. The pod needs no API access (and gets no service-account token).
+    secret = config.pipelines.cosign_key_secret
+    return {"secret_env": (SecretEnv("COSIGN_PASSWORD", secret, "cosign.password"),),
+            "secret_volumes": (SecretVolume(secret, COSIGN_KEY_DIR),)}
+
+
+def sign(config: PlatformConfig, service: str) -> PodStep:
     return PodStep(
         "sign", config.pipelines.tools.cosign,
-        args=["sign", "--yes", "--tlog-upload=false", "--key", f"k8s://{namespace}/{config.pipelines.cosign_key_secret}",
-              SIGNED_REF],
-        secret_env=_cosign_env(config),
+        args=["sign", "--yes", "--tlog-upload=false", "--key", f"{COSIGN_KEY_DIR}/cosign.key", SIGNED_REF],
+        **_cosign(config),
     )
 
 
-def attest_sbom(config: PlatformConfig, service: str, namespace: str) -> PodStep:
+def attest_sbom(config: PlatformConfig, service: str) -> PodStep:
     return PodStep(
         "attest-sbom", config.pipelines.tools.cosign,
         args=["attest", "--yes", "--tlog-upload=false", "--type", "spdxjson",
               "--predicate", f"{artifact_dir(service)}/sbom.spdx.json",
-              "--key", f"k8s://{namespace}/{config.pipelines.cosign_key_secret}", SIGNED_REF],
-        secret_env=_cosign_env(config),
+              "--key", f"{COSIGN_KEY_DIR}/cosign.key", SIGNED_REF],
         artifacts=True,
+        **_cosign(config),
     )
 
 

@@ -101,6 +101,8 @@ def test_pods_the_cluster_received_are_hardened(world, sandbox):
         else:
             assert sc["readOnlyRootFilesystem"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, step
     assert "--metadata-file" in pods["build"]["spec"]["containers"][0]["args"]
+    sign_mounts = {m["mountPath"]: m for m in pods["sign"]["spec"]["containers"][0]["volumeMounts"]}
+    assert sign_mounts["/cosign"]["readOnly"] is True  # the key arrives as a read-only secret volume
     assert all(isinstance(a, str) for p in pods.values() for a in p["spec"]["containers"][0]["args"])
 
 

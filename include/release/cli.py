@@ -128,6 +128,22 @@ def _pools_sync(args) -> int:
     return 0
 
 
+def _affected(args) -> int:
+    import json
+
+    from release.affected import AffectedIndex, validate_paths
+    from release.config import load_config
+
+    text = sys.stdin.read() if str(args.paths_file) == "-" else args.paths_file.read_text(encoding="utf-8")
+    try:
+        paths = validate_paths([line for line in text.splitlines() if line.strip()])
+    except ValueError as exc:
+        print(f"--paths-file: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(AffectedIndex.from_config(load_config()).affected(paths)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m release", description="Release platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     env = cluster.add_parser("sandbox-env", help="shell exports pointing every environment's connection at a sandbox")
     env.add_argument("--kubeconfig", type=Path, required=True)
     env.set_defaults(func=_cluster_sandbox_env)
+
+    affected = sub.add_parser("affected", help="services a change affects, as a JSON list")
+    affected.add_argument("--paths-file", type=Path, required=True, help="one changed path per line; - for stdin")
+    affected.set_defaults(func=_affected)
 
     pools = sub.add_parser("pools", help="Airflow pools").add_subparsers(dest="action", required=True)
     pools.add_parser("sync", help="create or resize the pools named in the config").set_defaults(func=_pools_sync)

@@ -1,0 +1,72 @@
+"""release-dispatch with dag.test(): the affected pipelines are triggered with the commit, the rest skipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+AFTER = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def dispatch(changed_paths, **params):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "release_dispatch.py")).get_dag("release-dispatch")
+    dagrun = dag.test(run_conf={"after": AFTER, "ref": "refs/heads/main", "changed_paths": changed_paths, **params})
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def triggered_runs(service: str) -> list:
+    from airflow.models.dagrun import DagRun
+
+    return DagRun.find(dag_id=f"{service}-pipeline")
+
+
+@pytest.mark.parametrize("paths,expected", [
+    (["services/service-b/app/main.py"], {"service-b"}),
+    (["shared/logging/setup.py", "services/service-a/README.md"], {"service-a", "service-b", "service-c"}),
+    (["docs/index.md", "README.md"], set()),
+    (["services/service-ab/main.py"], set()),
+])
+def test_triggers_exactly_the_affected_pipelines(airflow_db, paths, expected):
+    before = {s: len(triggered_runs(s)) for s in ("service-a", "service-b", "service-c")}
+    dagrun, states = dispatch(paths)
+    assert dagrun.state == "success", states
+    for service in ("service-a", "service-b", "service-c"):
+        task = f"trigger_{service.replace('-', '_')}"
+        assert states[task] == ("success" if service in expected else "skipped"), (service, states)
+        runs = triggered_runs(service)
+        assert len(runs) == before[service] + (service in expected)
+        if service in expected:
+            newest = max(runs, key=lambda r: r.queued_at or r.start_date or r.run_after)
+            assert newest.conf["commit"] == AFTER and newest.conf["ref"] == "refs/heads/main"
+            assert newest.conf["pr"] is None and newest.conf["changed_paths"] == paths
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"after": "HEAD"}, "commit: 'HEAD' is not a full commit id"),
+    ({"before": "x"}, "before: 'x' is not a full commit id"),
+    ({"changed_paths": ["services/../etc/passwd"]}, "changed_paths: paths[0] 'services/../etc/passwd' has a '..' segment"),
+])
+def test_bad_input_fails_before_triggering(airflow_db, capfd, params, message):
+    paths = params.pop("changed_paths", ["services/service-a/x.py"])
+    dagrun, states = dispatch(paths, **params)
+    assert states["affected"] == "failed"
+    assert all(states[t] in ("upstream_failed", "skipped") for t in states if t.startswith("trigger_"))
+    assert message in capfd.readouterr().out
+
+
+def test_affected_command(tmp_path):
+    paths = tmp_path / "paths.txt"
+    paths.write_text("services/service-c/search.py\nproto/search/v1.proto\ndocs/x.md\n")
+    out = subprocess.run([sys.executable, "-m", "release", "affected", "--paths-file", str(paths)],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == ["service-c"]
+    paths.write_text("../outside\n")
+    bad = subprocess.run([sys.executable, "-m", "release", "affected", "--paths-file", str(paths)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--paths-file: paths[0] '../outside'" in bad.stderr

@@ -28,7 +28,8 @@ sandbox_group=""
 if ! status=$(python -m release cluster status); then
   kubeconfig="$AIRFLOW_HOME/sandbox/kubeconfig"
   rm -f "$kubeconfig"
-  setsid python -m release sandbox --kubeconfig "$kubeconfig" > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
+  setsid python -m release sandbox --kubeconfig "$kubeconfig" \
+    --scenario include/release/sandbox/scenarios/make-run.yaml > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
   sandbox_group=$!
   for _ in $(seq 1 100); do [ -s "$kubeconfig" ] && break; sleep 0.2; done
   [ -s "$kubeconfig" ] || { cat "$AIRFLOW_HOME/sandbox.log"; kill -- -"$sandbox_group"; exit 1; }

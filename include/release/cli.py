@@ -77,15 +77,18 @@ def _sandbox(args) -> int:
     from release.sandbox import SANDBOX_LABEL, SandboxCluster, Scenario
 
     try:
-        namespaces = tuple(e.namespace for e in load_config().environments.values())
+        config = load_config()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    namespaces = tuple(e.namespace for e in config.environments.values())
     scenario = Scenario.load(args.scenario) if args.scenario else None
     root = data_dir() / "sandbox"
     cluster = SandboxCluster(scenario, port=args.port, namespaces=namespaces,
                              artifacts_dir=data_dir() / "artifacts", backup_storage_dir=root / "backup-storage")
     cluster.start()
+    for env in config.env_order:  # what the GitOps repo's ApplicationSet would create
+        cluster.call(cluster.ensure_application, *config.argocd_application(env), env)
     kubeconfig = cluster.write_kubeconfig(args.kubeconfig or root / "kubeconfig")
     print(f"{SANDBOX_LABEL}\nAPI server: {cluster.url}\nkubeconfig: {kubeconfig}\n"
           f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is\nCtrl-C stops it.", flush=True)

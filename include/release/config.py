@@ -109,11 +109,12 @@ class Service(_Strict):
     @field_validator("watch")
     @classmethod
     def _watch_patterns(cls, value: list[str]) -> list[str]:
-        import pathspec
+        # The class behind pathspec's "gitwildmatch" name, without its deprecation warning.
+        from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
         for pattern in value:
             try:
-                pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+                GitIgnoreSpecPattern(pattern)
             except Exception as exc:  # pathspec raises several types for bad patterns
                 raise ValueError(f"watch pattern {pattern!r} is not a gitignore-style pattern: {exc}") from None
         return value

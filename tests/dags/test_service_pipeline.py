@@ -152,3 +152,17 @@ def test_bad_params_fail_at_the_first_task_naming_the_param(world, sandbox, capf
     assert states["validate"] == "failed"
     assert not sandbox.seen("POST", "/pods")  # no pod was created
     assert message in capfd.readouterr().out
+
+
+def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox):
+    """The scenario `make run` gives its sandbox lets a newcomer's first run reach dev."""
+    from release.config import INCLUDE_DIR
+    from release.sandbox import Scenario
+
+    ensure_local_repo(config)
+    sandbox.artifacts_dir = data_dir / "artifacts"
+    sandbox.scenario = Scenario.load(INCLUDE_DIR / "release/sandbox/scenarios/make-run.yaml")
+    sandbox.call(sandbox.ensure_application, *config.argocd_application("dev"), "dev")
+    dagrun, states = run({})
+    assert dagrun.state == "success", states
+    assert Registry.from_config(config).state("dev")["service-a"].version == "1.1.0"

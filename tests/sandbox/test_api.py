@@ -184,6 +184,8 @@ def test_sandbox_command_serves_a_kubeconfig_clients_accept(tmp_path):
         wait_phase(core, "hello")
         assert core.read_namespaced_pod_log("hello", "default", _preload_content=False).status == 200
         assert "apps-prod" in [n.metadata.name for n in core.list_namespace().items]  # the config's namespaces
+        apps = client.CustomObjectsApi(api).list_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications")
+        assert sorted(a["metadata"]["name"] for a in apps["items"]) == ["umbrella-dev", "umbrella-prod", "umbrella-staging"]
     finally:
         proc.terminate()
         proc.wait(10)

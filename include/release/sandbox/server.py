@@ -223,6 +223,20 @@ class SandboxCluster:
             self.store.create(ns, "", {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
                                        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
 
+    def ensure_application(self, namespace: str, name: str, env: str) -> None:
+        """An Argo CD Application for an environment's umbrella chart, as the ApplicationSet makes it."""
+        apps = self.resource("applications")
+        try:
+            self.store.get(apps, namespace, name)
+        except NotFound:
+            self.ensure_namespace(namespace)
+            self.store.create(apps, namespace, {
+                "metadata": {"name": name, "labels": {"release-platform/environment": env}},
+                "spec": {"project": "default",
+                         "source": {"repoURL": "gitops", "path": f"umbrella/{env}", "targetRevision": "main"},
+                         "destination": {"server": "https://kubernetes.default.svc", "namespace": env}},
+                "status": {"sync": {"status": "Unknown"}, "health": {"status": "Missing"}}})
+
     def record_event(self, obj: dict, reason: str, message: str, kind: str = "Normal", component: str = "sandbox") -> None:
         meta = obj["metadata"]
         stamp = now()

@@ -14,6 +14,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$root/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-8}
 export AIRFLOW__API__PORT=${PORT:-8080}
+# alice triggers, bob approves: enough people to walk the four-eyes flow of a prod promotion.
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin,alice:op,bob:op}
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}
 mkdir -p "$AIRFLOW_HOME"
 
@@ -50,7 +52,7 @@ fi
 cat <<MSG
 
   Release platform starting: http://localhost:${AIRFLOW__API__PORT}
-  User: admin   Password: in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+  Users: admin, alice, bob   Passwords: in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
   Ctrl-C stops everything.
 
 MSG

@@ -75,3 +75,35 @@ def run_dag_test(dag, **kwargs):
     bag.bag_dag(dag)
     sync_bag_to_db(bag, "dags-folder", None)
     return dag.test(**kwargs)
+
+
+def answer_approval(dag_id: str, task_id: str, user: str, option: str = "Approve", timeout: float = 60.0) -> dict:
+    """Answer a waiting human-in-the-loop task through the real Core API, as `user` would
+    from the UI: waits for the task to park in awaiting_input, then PATCHes hitlDetails
+    with a JWT issued for that user. Returns {"status": HTTP status, "body": ...}."""
+    import time
+
+    from airflow.api_fastapi.app import create_app
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from fastapi.testclient import TestClient
+
+    deadline = time.monotonic() + timeout
+    ti = None
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            ti = (session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id,
+                                                      TaskInstance.state == "awaiting_input").first())
+            if ti is not None:
+                run_id, map_index = ti.run_id, ti.map_index
+                break
+        time.sleep(0.2)
+    if ti is None:
+        return {"status": None, "body": "never awaited input"}
+    client = TestClient(create_app("core"))
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="admin"))
+    resp = client.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+                        json={"chosen_options": [option]}, headers={"Authorization": f"Bearer {token}"})
+    return {"status": resp.status_code, "body": resp.json()}

@@ -104,7 +104,7 @@ class ApplicationSyncedTrigger(BaseTrigger):
 class ApplicationSyncedSensor(BaseSensorOperator):
     """Waits (deferred) until an Argo CD Application is Synced at `revision` and Healthy."""
 
-    template_fields = ("revision",)
+    template_fields = ("kubernetes_conn_id", "namespace", "application", "revision")
     ui_color = "#ffe8cc"
 
     def __init__(self, *, kubernetes_conn_id: str, namespace: str, application: str, revision: str,
@@ -118,6 +118,10 @@ class ApplicationSyncedSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
 
     def execute(self, context) -> None:
+        if not self.revision:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"no revision to wait for on {self.namespace}/{self.application}")
         self.defer(
             trigger=ApplicationSyncedTrigger(self.kubernetes_conn_id, self.namespace, self.application,
                                              self.revision, self.timeout_seconds, self.poll_interval),

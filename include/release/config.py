@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
@@ -122,12 +123,21 @@ class Service(_Strict):
 
 class Approval(_Strict):
     required: bool = False
+    required_for_rollback: bool = False
     approvers: list[str] = Field(default_factory=list)
-    response_timeout_minutes: int = Field(240, ge=1, le=7 * 24 * 60)
+    response_timeout_minutes: float = Field(240, gt=0, le=7 * 24 * 60, description="no answer in time counts as a rejection")
+
+    @field_validator("approvers")
+    @classmethod
+    def _user_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$", name):
+                raise ValueError(f"approver {name!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
+        return value
 
     @model_validator(mode="after")
     def _approvers_when_required(self) -> Approval:
-        if self.required and not self.approvers:
+        if (self.required or self.required_for_rollback) and not self.approvers:
             raise ValueError("approval is required but 'approvers' is empty: name at least one approver")
         return self
 
@@ -138,6 +148,20 @@ class ArgoCD(_Strict):
     sync_timeout_minutes: int = Field(15, ge=1, le=24 * 60)
 
 
+class FreezeWindow(_Strict):
+    start: datetime
+    end: datetime
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> FreezeWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a time zone, e.g. 2026-12-20T00:00:00Z")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+        return self
+
+
 class Environment(_Strict):
     kubernetes_conn_id: str
     namespace: DnsLabel
@@ -145,6 +169,11 @@ class Environment(_Strict):
     approval: Approval = Field(default_factory=Approval)
     argocd: ArgoCD = Field(default_factory=ArgoCD)
     scan_policy: dict | None = Field(None, description="overrides of the scan policy in this environment")
+    freeze: list[FreezeWindow] = Field(default_factory=list, description="deploy freeze windows")
+    freeze_policy: Literal["wait", "fail"] = Field("wait", description="a promotion during a freeze waits for its end, or fails")
+
+    def active_freeze(self, at: datetime) -> FreezeWindow | None:
+        return next((w for w in self.freeze if w.start <= at < w.end), None)
 
     @field_validator("kubernetes_conn_id")
     @classmethod

@@ -224,13 +224,15 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
             revision=f"{{{{ ti.xcom_pull(task_ids='deploy_{env}')['gitops_commit'] }}}}",
             timeout_seconds=environment.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
         smoke = pod_operator(f"smoke_{env}", steps.smoke(config, service, env), **pods)
+        record_smoke = PythonOperator(task_id=f"record_smoke_{env}", python_callable=_record_smoke(service, env),
+                                      outlets=[REGISTRY])
         rollback = PythonOperator(task_id=f"rollback_{env}", python_callable=_rollback_from_context(service, env),
                                   trigger_rule="one_failed", outlets=[REGISTRY])
 
         validate >> [verify, chart_validate]
         verify >> build >> image_ref >> [sbom, scan]
         scan >> [scan_sarif, scan_gate]
-        [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> deploy >> wait >> smoke
+        [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> deploy >> wait >> smoke >> record_smoke
         [wait, smoke] >> rollback
     return dag
 
@@ -261,9 +263,28 @@ def _deploy_from_context(service: str, env: str):
     return deploy
 
 
+def _record_smoke(service: str, env: str):
+    def record_smoke(**context) -> None:
+        """The promotion's smoke gate reads this: a passed smoke test for exactly this version."""
+        from datetime import timezone
+
+        from release.config import load_config
+        from release.registry import Registry
+
+        version = context["ti"].xcom_pull(task_ids=f"deploy_{env}")["version"]
+        evidence = {"passed": True, "run_id": context["run_id"], "at": datetime.now(timezone.utc).isoformat()}
+        Registry.from_config(load_config()).record_evidence(env, {service: {"version": version, "smoke": evidence}},
+                                                           by="release-platform", run_id=context["run_id"])
+    return record_smoke
+
+
 def _rollback_from_context(service: str, env: str):
     def rollback(**context) -> None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         ti = context["ti"]
+        if not ti.xcom_pull(task_ids=f"deploy_{env}"):
+            raise AirflowSkipException("nothing was deployed, so there is nothing to roll back")
         task_rollback(service, env, context["run_id"], ti.xcom_pull(task_ids=f"wait_{env}"),
                       ti.xcom_pull(task_ids=f"deploy_{env}"))
     return rollback

@@ -343,9 +343,11 @@ class Registry:
     def _commit(self, mutate, *, by: str) -> CommitResult:
         from release import umbrella
 
-        def apply(tree: Path) -> str:
+        def apply(tree: Path) -> str | None:
             state = RegistryState.from_tree(tree)
             message = mutate(state)
+            if message is None:
+                return None
             state.write(tree, self.config.env_order)
             umbrella.write_all(tree, self.config, state)
             return message
@@ -403,6 +405,34 @@ class Registry:
                 entry = state.undo(env, service, outcome=outcome, by=by, run_id=run_id, reason=reason, to_version=to_version)
                 lines.append(f"- {service}: {entry.previous_version} -> {entry.version} ({entry.image})")
             return _message(f"Roll back {', '.join(services)} in {env}", lines, by, run_id, reason)
+
+        return self._commit(mutate, by=by)
+
+
+    def record_evidence(self, env: str, updates: dict[str, dict[str, Any]], *, by: str, run_id: str) -> CommitResult:
+        """Add gate evidence (e.g. a passed smoke test) to what runs in `env`: one commit.
+
+        `updates` maps service -> {version, evidence keys...}; an update for a version that no
+        longer runs there is dropped, so late evidence never lands on the wrong version.
+        """
+        validate_actor(by, run_id, "")
+
+        def mutate(state: RegistryState) -> str | None:
+            lines = []
+            for service, update in updates.items():
+                version, fields = update["version"], {k: v for k, v in update.items() if k != "version"}
+                current = state.environments.get(env, {}).get(service)
+                if current is None or current.version != version:
+                    continue
+                evidence = canonical({**current.evidence, **fields})
+                state.environments[env][service] = replace(current, evidence=evidence)
+                i = state._latest_current_entry(env, service)
+                if i is not None:
+                    state.entries[i] = replace(state.entries[i], evidence=evidence)
+                lines.append(f"- {service} {version}: {', '.join(sorted(fields))}")
+            if not lines:
+                return None
+            return _message(f"Record evidence in {env}", lines, by, run_id, "")
 
         return self._commit(mutate, by=by)
 

@@ -25,7 +25,8 @@ def test_no_import_errors(bag):
 
 
 def test_expected_dags_exist(bag):
-    assert {"umbrella-chart", "release-dispatch", "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
+    assert {"umbrella-chart", "release-dispatch", "promote", "rollback",
+            "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
 
 
 def test_house_rules(bag):

@@ -1,0 +1,256 @@
+"""promote with dag.test(): gates, the real HITL approval answered through the Core API, one commit, rollback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from release.gitops import ensure_local_repo
+from release.registry import DeployRequest, Registry
+from release.scan import ScanPolicy, evaluate_report
+from tests.helpers import answer_approval, digest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
+
+
+def evidence(report: str = "alpine-310.json", smoke: bool = True) -> dict:
+    summary = evaluate_report(json.loads((TRIVY / report).read_text()), ScanPolicy(), date.today()).to_dict()
+    return {"scan": summary, "smoke": {"passed": smoke, "run_id": "pipeline-run"} if smoke else None}
+
+
+def release(config, service: str, version: str, char: str, **kw) -> DeployRequest:
+    return DeployRequest(service, version, f"{config.services[service].image}@{digest(char)}", evidence(**kw))
+
+
+@pytest.fixture
+def world(airflow_db, data_dir, config, sandbox, monkeypatch):
+    """dev runs a 1.1 and b 2.0; staging runs a 1.0 and b 2.0; the Applications exist."""
+    ensure_local_repo(config)
+    registry = Registry.from_config(config)
+    registry.record_deployment("staging", [release(config, "service-a", "1.0", "1"), release(config, "service-b", "2.0", "2")],
+                               by="alice", run_id="r0")
+    registry.record_deployment("dev", [release(config, "service-a", "1.0", "1"), release(config, "service-b", "2.0", "2")],
+                               by="alice", run_id="r1")
+    registry.record_deployment("dev", [release(config, "service-a", "1.1", "3")], by="alice", run_id="r2")
+    for env in config.env_order:
+        sandbox.call(sandbox.ensure_application, *config.argocd_application(env), env)
+    sandbox.scenario = {"default_pod": {"duration_seconds": 0.1}, "applications": [{"delay_seconds": 0.1}]}
+    return registry
+
+
+@pytest.fixture
+def as_user(monkeypatch):
+    """dag.test() records every run as triggered by 'dag_test'; let a test say who triggered it."""
+    import airflow.models.dagrun as dagrun_module
+
+    original = dagrun_module.get_or_create_dagrun
+    who = {"user": "alice"}
+
+    def get_or_create(**kwargs):
+        return original(**{**kwargs, "triggering_user_name": who["user"]})
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", get_or_create)
+    return who
+
+
+def override_config(tmp_path, monkeypatch, mutate) -> None:
+    """Run the DAG under a changed copy of the platform config (DAGs and tasks read the file)."""
+    from release.config import DEFAULT_CONFIG_PATH
+
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    mutate(raw)
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # environments keep their promotion order
+    monkeypatch.setenv("RELEASE_PLATFORM_CONFIG", str(path))
+
+
+def promote(params: dict, answer: tuple[str, str] | None = None, approval_task: str = "approve_prod"):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "promote.py")).get_dag("promote")
+    response = {}
+    thread = None
+    if answer:
+        thread = threading.Thread(target=lambda: response.update(answer_approval("promote", approval_task, *answer)))
+        thread.start()
+    dagrun = dag.test(run_conf=params)
+    if thread:
+        thread.join()
+    return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}, response
+
+
+def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sandbox, as_user):
+    before = len(world.history())
+    states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "weekly"})
+    assert states["report"] == "success" and states["rollback"] == "skipped", states
+    assert states["needs_approval"] == "success" and states["no_approval"] == "success" and states["approve_prod"] == "skipped"
+    staging, dev = world.state("staging")["service-a"], world.state("dev")["service-a"]
+    assert (staging.version, staging.image) == (dev.version, dev.image) == ("1.1", staging.image)
+    assert staging.deployed_by == "alice" and staging.evidence["promoted_from"] == "dev"
+    assert staging.evidence["smoke"]["passed"] is True  # smoke passed in staging, recorded
+    entry = world.history(env="staging", service="service-a")[-1]
+    assert (entry.previous_version, entry.version, entry.reason) == ("1.0", "1.1", "weekly")
+    assert len(world.history()) == before + 1
+    umbrella = yaml.safe_load(world.store.read("umbrella/staging/values.yaml"))
+    assert umbrella["service-a"]["image"]["digest"] == digest("3")
+    verify_pods = [e[3] for e in sandbox.call(lambda: list(sandbox.store.events))
+                   if e[1] == "pods" and e[2] == "ADDED" and e[3]["metadata"]["labels"]["release-platform/step"] == "verify-signatures"]
+    assert verify_pods and verify_pods[0]["spec"]["containers"][0]["args"][-1] == dev.image
+
+
+def prod_ready(world, config):
+    world.record_deployment("staging", [release(config, "service-a", "1.1", "3")], by="alice", run_id="r3")
+
+
+def test_prod_needs_another_approver_and_records_them(world, config, as_user):
+    prod_ready(world, config)
+    states, response = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "release 1.1"},
+                               answer=("bob", "Approve"))
+    assert response["status"] == 200 and states["four_eyes_prod"] == "success", (states, response)
+    prod = world.state("prod")["service-a"]
+    assert (prod.version, prod.deployed_by, prod.evidence["approved_by"]) == ("1.1", "alice", "bob")
+
+
+def test_the_requester_cannot_approve_their_own_release(world, config, as_user, capfd):
+    prod_ready(world, config)
+    states, response = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "mine"},
+                               answer=("alice", "Approve"))
+    assert response["status"] == 200  # alice is an approver, so HITL accepts her answer...
+    assert states["four_eyes_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")  # ...four-eyes does not
+    assert "service-a" not in world.state("prod")
+    assert "four-eyes: alice requested this promotion and cannot approve it" in capfd.readouterr().out
+
+
+def test_someone_not_assigned_cannot_answer(world, config, as_user):
+    prod_ready(world, config)
+    as_user["user"] = "carol"
+    result = {}
+
+    def answer_then_reject():
+        result["carol"] = answer_approval("promote", "approve_prod", "carol", "Approve")
+        result["bob"] = answer_approval("promote", "approve_prod", "bob", "Reject")
+
+    thread = threading.Thread(target=answer_then_reject)
+    thread.start()
+    from airflow.dag_processing.dagbag import DagBag
+
+    DagBag(dag_folder=str(DAGS / "promote.py")).get_dag("promote").test(
+        run_conf={"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "x"})
+    thread.join()
+    assert result["carol"]["status"] == 403
+    assert result["bob"]["status"] == 200
+    assert "service-a" not in world.state("prod")
+
+
+def test_rejection_deploys_nothing(world, config, as_user):
+    prod_ready(world, config)
+    head = world.store.read("registry/versions.yaml")
+    states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "x"},
+                        answer=("bob", "Reject"))
+    assert states["deploy"] == "skipped" and states["smoke"] == "skipped"
+    assert world.store.read("registry/versions.yaml") == head
+
+
+def test_no_answer_in_time_deploys_nothing(world, config, as_user, monkeypatch, tmp_path):
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    prod_ready(world, config)
+    override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["prod"]["approval"].update(response_timeout_minutes=0.02))
+
+    def time_out():
+        import time
+
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        def parked() -> bool:
+            with create_session() as session:
+                return session.query(TaskInstance).filter(TaskInstance.task_id == "approve_prod",
+                                                          TaskInstance.state == "awaiting_input").count() > 0
+
+        deadline = time.monotonic() + 60
+        while not parked() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        while parked() and time.monotonic() < deadline:
+            time.sleep(1.5)  # past the 1.2 s response timeout
+            SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()  # the scheduler's own sweep
+
+    thread = threading.Thread(target=time_out)
+    thread.start()
+    states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "x"})
+    thread.join()
+    assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")
+    assert "service-a" not in world.state("prod")
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"services": ["service-z"]}, "services: 'service-z' is not a service of dev and staging"),
+    ({"from_env": "prod", "to_env": "dev"}, "from_env: 'prod' is not allowed; allowed: dev, staging"),
+    ({"from_env": "dev", "to_env": "prod"}, "to_env: 'prod' is not allowed from dev; allowed: staging"),
+    ({"version": "0.9"}, "version: '0.9' of service-a was never successfully deployed in dev; allowed: 1.1, 1.0"),
+    ({"version": "1.0; rm -rf /"}, "version: '1.0; rm -rf /' is not allowed"),
+    ({"from_env": "../prod"}, "from_env: '../prod' is not allowed"),
+    ({"services": ["x" * 10_000]}, "services: 'xxxxxxxx"),
+    ({"reason": "x" * 10_000}, "reason: at most 500 characters"),
+    ({"from_env": "staging", "to_env": "prod", "reason": ""}, "reason: required for a promotion to prod"),
+])
+def test_refused_before_anything_is_written(world, config, sandbox, as_user, capfd, params, message):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    head = world.store.read("registry/versions.yaml")
+    try:
+        states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "r", **params})
+    except ParamValidationError as exc:  # the trigger form's schema (enum, maxLength) refused it first
+        assert f"param {next(iter(params))}" in str(exc)
+    else:
+        assert states["validate"] == "failed"
+        assert message in capfd.readouterr().out
+    assert world.store.read("registry/versions.yaml") == head and not sandbox.seen("POST", "/pods")
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("unsigned", "verify_signatures"),
+    ("scan", "gate_scan"),
+    ("freeze", "gate_freeze"),
+    ("smoke", "gate_smoke"),
+])
+def test_gates_refuse(world, config, sandbox, as_user, monkeypatch, tmp_path, case, expected):
+    if case == "unsigned":
+        sandbox.scenario = {"pods": [{"match": {"labels": {"release-platform/step": "verify-signatures"}}, "exit_code": 1,
+                                      "logs": ["Error: no matching signatures"]}], "default_pod": {"duration_seconds": 0.1}}
+    elif case == "scan":
+        world.record_deployment("dev", [release(config, "service-a", "1.2", "4", report="alpine-39.json")], by="a", run_id="r")
+    elif case == "freeze":
+        now = datetime.now(timezone.utc)
+        override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["staging"].update(
+            freeze_policy="fail", freeze=[{"start": (now - timedelta(hours=1)).isoformat(),
+                                           "end": (now + timedelta(hours=1)).isoformat(), "reason": "year-end freeze"}]))
+    elif case == "smoke":
+        world.record_deployment("dev", [release(config, "service-a", "1.2", "4", smoke=False)], by="a", run_id="r")
+    head = world.store.read("registry/versions.yaml")
+    states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "r"})
+    assert states[expected] == "failed", states
+    assert states["deploy"] in ("upstream_failed", "skipped")
+    assert world.store.read("registry/versions.yaml") == head
+
+
+def test_failed_smoke_in_staging_rolls_back_every_promoted_service(world, config, sandbox, as_user, capfd):
+    world.record_deployment("dev", [release(config, "service-b", "2.1", "5")], by="alice", run_id="r")
+    sandbox.scenario = {"pods": [{"match": {"labels": {"release-platform/step": "smoke"}}, "exit_code": 22,
+                                  "logs": ["curl: (22) The requested URL returned error: 503"]}],
+                        "default_pod": {"duration_seconds": 0.1}, "applications": [{"delay_seconds": 0.1}]}
+    states, _ = promote({"services": ["*"], "from_env": "dev", "to_env": "staging", "reason": "r"})
+    assert states["smoke"] == "failed" and states["rollback"] == "success" and states["report"] == "failed", states
+    now = world.state("staging")
+    assert (now["service-a"].version, now["service-b"].version) == ("1.0", "2.0")
+    story = [(e.version, e.action, e.outcome) for e in world.history(env="staging", service="service-b")]
+    assert story[-2:] == [("2.1", "deploy", "failed"), ("2.0", "rollback", "deployed")]
+    assert "the smoke test of service-a, service-b in staging failed; rolled staging back to service-a 1.0, service-b 2.0" \
+        in capfd.readouterr().out

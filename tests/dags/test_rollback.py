@@ -1,0 +1,68 @@
+"""rollback with dag.test(): to the previous version, to an explicit older one, never to a never-deployed one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from release.gitops import ensure_local_repo
+from release.registry import Registry
+from tests.dags.test_promote import as_user, release  # noqa: F401 - fixtures shared with the promotion tests
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture
+def staging(airflow_db, data_dir, config, sandbox):
+    ensure_local_repo(config)
+    registry = Registry.from_config(config)
+    for version, char in [("1.0", "1"), ("1.1", "2"), ("1.2", "3")]:
+        registry.record_deployment("staging", [release(config, "service-a", version, char)], by="alice", run_id=version)
+    sandbox.call(sandbox.ensure_application, *config.argocd_application("staging"), "staging")
+    sandbox.scenario = {"default_pod": {"duration_seconds": 0.1}, "applications": [{"delay_seconds": 0.1}]}
+    return registry
+
+
+def rollback(params: dict) -> dict:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagrun = DagBag(dag_folder=str(DAGS / "rollback.py")).get_dag("rollback").test(
+        run_conf={"service": "service-a", "env": "staging", "reason": "errors after 1.2", **params})
+    return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def test_rollback_to_the_previous_version(staging, as_user, sandbox):  # noqa: F811
+    states = rollback({})
+    assert states["record_smoke"] == "success", states
+    current = staging.state("staging")["service-a"]
+    assert current.version == "1.1" and current.evidence["smoke"]["passed"] is True
+    last = staging.history(env="staging", service="service-a")
+    assert [(e.version, e.action, e.outcome) for e in last[-2:]] == [("1.2", "deploy", "rolled_back"), ("1.1", "rollback", "deployed")]
+    assert last[-1].reason == "errors after 1.2" and last[-1].by == "alice"
+    app = sandbox.get("applications", "argocd", "umbrella-staging")
+    assert app["status"]["sync"]["status"] == "Synced"
+
+
+def test_rollback_to_an_explicit_older_version(staging, as_user):  # noqa: F811
+    rollback({"to_version": "1.0"})
+    assert staging.state("staging")["service-a"].version == "1.0"
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"to_version": "0.9"}, "to_version: '0.9' was never successfully deployed to staging before 1.2; allowed: 1.1, 1.0"),
+    ({"to_version": "1.2"}, "allowed: 1.1, 1.0"),
+    ({"env": "prod"}, "service: 'service-a' does not run in prod"),
+    ({"reason": ""}, "reason: required"),
+])
+def test_refused(staging, as_user, capfd, params, message):  # noqa: F811
+    from airflow.sdk.exceptions import ParamValidationError
+
+    head = staging.store.read("registry/versions.yaml")
+    try:
+        states = rollback(params)
+    except ParamValidationError as exc:  # the trigger form's schema refused it first
+        assert f"param {next(iter(params))}" in str(exc)
+    else:
+        assert states["validate"] == "failed" and message in capfd.readouterr().out
+    assert staging.store.read("registry/versions.yaml") == head

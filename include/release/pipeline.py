@@ -117,6 +117,10 @@ def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summar
     from release.registry import DeployRequest, Registry
 
     config = load_config()
+    if config.environments[env].deploy_strategy != "argocd":
+        # Refuse before writing: a registry entry nothing rolls out would lie about what runs.
+        _fail(f"environments.{env}.deploy_strategy: {config.environments[env].deploy_strategy!r} is not supported "
+              "by the pipelines yet; allowed: 'argocd'")
     evidence = {
         "commit": facts["commit"], "ref": facts["ref"],
         "scan": {k: v for k, v in scan_summary.items() if k != "findings"} | {"findings": scan_summary.get("findings", [])},

@@ -67,6 +67,9 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
     reason = params.get("reason") or ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason):
         raise PromotionError(f"reason: at most {MAX_REASON} characters on one line")
+    if config.environments[to_env].deploy_strategy != "argocd":
+        raise PromotionError(f"to_env: {to_env} deploys with {config.environments[to_env].deploy_strategy!r}, "
+                             "which promotion does not support yet; allowed: environments deployed by 'argocd'")
     approval = config.environments[to_env].approval
     if approval.required and not reason.strip():
         raise PromotionError(f"reason: required for a promotion to {to_env}")

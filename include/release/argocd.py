@@ -104,7 +104,7 @@ class ApplicationSyncedTrigger(BaseTrigger):
 class ApplicationSyncedSensor(BaseSensorOperator):
     """Waits (deferred) until an Argo CD Application is Synced at `revision` and Healthy."""
 
-    template_fields = ("kubernetes_conn_id", "namespace", "application", "revision")
+    template_fields = ("kubernetes_conn_id", "namespace", "application", "revision", "timeout_seconds")
     ui_color = "#ffe8cc"
 
     def __init__(self, *, kubernetes_conn_id: str, namespace: str, application: str, revision: str,
@@ -124,7 +124,7 @@ class ApplicationSyncedSensor(BaseSensorOperator):
             raise AirflowFailException(f"no revision to wait for on {self.namespace}/{self.application}")
         self.defer(
             trigger=ApplicationSyncedTrigger(self.kubernetes_conn_id, self.namespace, self.application,
-                                             self.revision, self.timeout_seconds, self.poll_interval),
+                                             self.revision, float(self.timeout_seconds), self.poll_interval),
             method_name="execute_complete",
         )
 
@@ -136,7 +136,7 @@ class ApplicationSyncedSensor(BaseSensorOperator):
             self.log.info("%s is Synced and Healthy: %s", where, event["state"])
             return event["state"]
         if event["status"] == "timeout":
-            raise AirflowFailException(f"{where} not Synced and Healthy within {self.timeout_seconds:.0f}s: {event['state']}")
+            raise AirflowFailException(f"{where} not Synced and Healthy within {float(self.timeout_seconds):.0f}s: {event['state']}")
         raise AirflowFailException(f"{where} failed to sync: {event['state']}")
 
 

@@ -380,7 +380,6 @@ def build_promote_dag(config: PlatformConfig):
     from release.pods import PodStep, SecretVolume, pod_operator
 
     plan = "ti.xcom_pull(task_ids='validate')"
-    first = config.environments[config.env_order[0]]
     with DAG(
         dag_id="promote",
         schedule=None,
@@ -429,21 +428,21 @@ def build_promote_dag(config: PlatformConfig):
             )
             four_eyes = PythonOperator(task_id=f"four_eyes_{key}", python_callable=task_four_eyes(f"approve_{key}"))
             needs_approval >> approve >> four_eyes >> deploy
-        wait = ApplicationSyncedSensor(
-            task_id="wait_synced", kubernetes_conn_id=conn,
-            namespace="{{ %s['argocd_namespace'] }}" % plan, application="{{ %s['argocd_application'] }}" % plan,
-            revision="{{ ti.xcom_pull(task_ids='deploy')['gitops_commit'] }}",
-            timeout_seconds=first.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
+        def synced(task_id: str, commit_of: str) -> ApplicationSyncedSensor:
+            """Wait for to_env's Application to be Synced at the commit `commit_of` made, and Healthy."""
+            return ApplicationSyncedSensor(
+                task_id=task_id, kubernetes_conn_id=conn,
+                namespace="{{ %s['argocd_namespace'] }}" % plan, application="{{ %s['argocd_application'] }}" % plan,
+                revision="{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of,
+                timeout_seconds="{{ %s['sync_timeout_seconds'] }}" % plan, poll_interval=1.0)
+
+        wait = synced("wait_synced", "deploy")
         smoke = pod_operator("smoke", PodStep("smoke", config.pipelines.tools.curl, args=[]), **pods)
         smoke.arguments = "{{ %s['smoke_args'] }}" % plan
         record_smoke = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke, outlets=[REGISTRY])
         rollback = PythonOperator(task_id="rollback", python_callable=task_rollback, trigger_rule="one_failed",
                                   outlets=[REGISTRY])
-        wait_rollback = ApplicationSyncedSensor(
-            task_id="wait_rollback", kubernetes_conn_id=conn,
-            namespace="{{ %s['argocd_namespace'] }}" % plan, application="{{ %s['argocd_application'] }}" % plan,
-            revision="{{ ti.xcom_pull(task_ids='rollback')['gitops_commit'] }}",
-            timeout_seconds=first.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
+        wait_rollback = synced("wait_rollback", "rollback")
         smoke_after = pod_operator("smoke_after_rollback", PodStep("smoke-after-rollback", config.pipelines.tools.curl, args=[]), **pods)
         smoke_after.arguments = "{{ %s['smoke_args'] }}" % plan
         report = PythonOperator(task_id="report", python_callable=task_report, trigger_rule="all_done")

@@ -214,19 +214,29 @@ def _config():
     return load_config()
 
 
-def task_validate(**context) -> dict:
+def run_planner(planner, context) -> dict:
+    """The `validate` task of promote and rollback: plan from the params, the config and the
+    registry, as the user who triggered the run; a refusal fails the run naming the param."""
     from release.registry import Registry
 
     config = _config()
     requester = getattr(context["dag_run"], "triggering_user_name", None) or ""
     try:
-        plan = plan_promotion(dict(context["params"]), config, Registry.from_config(config).snapshot(), requester)
+        plan = planner(dict(context["params"]), config, Registry.from_config(config).snapshot(), requester)
     except PromotionError as exc:
         _fail(str(exc))
-    subject, body = describe(plan)
-    plan["subject"], plan["body"] = subject, body
-    print(f"{subject}\n{body}")
+    print(f"{plan['subject']}\n{plan['body']}")
     return plan
+
+
+def _plan_with_description(params, config, state, requester) -> dict:
+    plan = plan_promotion(params, config, state, requester)
+    plan["subject"], plan["body"] = describe(plan)
+    return plan
+
+
+def task_validate(**context) -> dict:
+    return run_planner(_plan_with_description, context)
 
 
 def task_gate_smoke(**context) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from release.config import PlatformConfig
-from release.promote import NAME_RE, PromotionError, _plain, check_four_eyes
+from release.promote import NAME_RE, PromotionError, _plain, run_planner, task_four_eyes
 from release.registry import MAX_REASON, USER_RE, VERSION_RE, NoRollbackTarget
 
 
@@ -59,39 +59,13 @@ def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -
     }
 
 
-def _fail(message: str):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(message)
-
-
 def task_validate(**context) -> dict:
-    from release.config import load_config
-    from release.registry import Registry
-
-    config = load_config()
-    requester = getattr(context["dag_run"], "triggering_user_name", None) or ""
-    try:
-        plan = plan_rollback(dict(context["params"]), config, Registry.from_config(config).snapshot(), requester)
-    except PromotionError as exc:
-        _fail(str(exc))
-    print(f"{plan['subject']}\n{plan['body']}")
-    return plan
+    return run_planner(plan_rollback, context)
 
 
 def task_needs_approval(**context) -> str:
     plan = context["ti"].xcom_pull(task_ids="validate")
     return f"approve_{plan['env'].replace('-', '_')}" if plan["needs_approval"] else "no_approval"
-
-
-def task_four_eyes(approval_task: str):
-    def four_eyes(**context) -> str:
-        plan = context["ti"].xcom_pull(task_ids="validate")
-        try:
-            return check_four_eyes(plan, context["ti"].xcom_pull(task_ids=approval_task))
-        except PromotionError as exc:
-            _fail(str(exc))
-    return four_eyes
 
 
 def task_apply(**context) -> dict:

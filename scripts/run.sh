@@ -62,20 +62,21 @@ MSG
 setsid airflow standalone &
 group=$!
 
-alive() {  # processes of the group that have not exited (zombies excluded), leader included
-  ps -eo pgid=,stat= | awk -v g="$group" '$1 == g && $2 !~ /^Z/' | wc -l
+alive() {  # processes of the given groups that have not exited (zombies excluded)
+  ps -eo pgid=,stat= | awk -v g=" $* " 'index(g, " " $1 " ") && $2 !~ /^Z/' | wc -l
 }
 
 stop() {
   trap '' INT TERM
   echo "Stopping the platform..."
+  groups="$group $sandbox_group"
   kill -INT -- -"$group" 2>/dev/null || true
-  for _ in $(seq 1 60); do [ "$(alive)" -le 1 ] && break; sleep 0.5; done
-  kill -TERM -- -"$group" 2>/dev/null || true
-  [ -n "$sandbox_group" ] && kill -TERM -- -"$sandbox_group" 2>/dev/null
-  for _ in $(seq 1 20); do [ "$(alive)" -eq 0 ] && break; sleep 0.5; done
-  kill -KILL -- -"$group" 2>/dev/null || true
-  [ -n "$sandbox_group" ] && kill -KILL -- -"$sandbox_group" 2>/dev/null
+  for _ in $(seq 1 60); do [ "$(alive "$group")" -le 1 ] && break; sleep 0.5; done
+  for g in $groups; do kill -TERM -- -"$g" 2>/dev/null || true; done
+  for _ in $(seq 1 20); do [ "$(alive $groups)" -eq 0 ] && break; sleep 0.5; done
+  for g in $groups; do kill -KILL -- -"$g" 2>/dev/null || true; done
+  # A killed process lingers until the kernel has torn it down; "Stopped." means gone.
+  for _ in $(seq 1 20); do [ "$(alive $groups)" -eq 0 ] && break; sleep 0.5; done
   echo "Stopped."
   exit 0
 }

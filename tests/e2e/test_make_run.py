@@ -43,6 +43,13 @@ def token(base: str, home: Path) -> str:
         return json.loads(resp.read())["access_token"]
 
 
+def describe(process):
+    try:
+        return " ".join(process.cmdline()[:4])
+    except psutil.Error:
+        return f"pid {process.pid}"
+
+
 def test_make_run_serves_a_healthy_ui_and_stops_cleanly(tmp_path):
     port = free_port()
     home = tmp_path / "airflow"
@@ -96,11 +103,14 @@ def test_make_run_serves_a_healthy_ui_and_stops_cleanly(tmp_path):
         assert "apps-prod" in [n.metadata.name for n in core.list_namespace().items]
     finally:
         children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        started = {c.pid: describe(c) for c in children}
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=90)
         finally:
-            alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+            # Two seconds' grace for the kernel to finish tearing down what was killed.
+            _, alive = psutil.wait_procs(children, timeout=2)
+            alive = [c for c in alive if c.status() != psutil.STATUS_ZOMBIE]
             for c in alive:
                 c.kill()
-    assert alive == [], f"still running after Ctrl-C: {[c.cmdline()[:3] for c in alive]}"
+    assert alive == [], f"still running after Ctrl-C: {[started.get(c.pid) for c in alive]}"

@@ -73,7 +73,7 @@ def test_discovery_lists_the_custom_resources(sandbox):
     status, _, groups = raw(sandbox, "/apis")
     assert status == 200 and {g["name"] for g in groups["groups"]} == {"argoproj.io", "velero.io"}
     _, _, velero = raw(sandbox, "/apis/velero.io/v1")
-    assert {r["name"] for r in velero["resources"]} == {"backups", "restores", "schedules"}
+    assert {r["name"] for r in velero["resources"]} == {"backups", "restores", "schedules", "downloadrequests"}
     _, _, core = raw(sandbox, "/api/v1")
     assert {"pods", "pods/log", "events", "secrets", "configmaps", "namespaces"} <= {r["name"] for r in core["resources"]}
 

@@ -130,3 +130,38 @@ def test_stuck_backup_stays_in_progress(api, sandbox):
     crd.create_namespaced_custom_object("velero.io", "v1", "velero", "backups", backup("stuck"))
     time.sleep(0.5)
     assert crd.get_namespaced_custom_object("velero.io", "v1", "velero", "backups", "stuck")["status"]["phase"] == "InProgress"
+
+
+def test_velero_answers_a_download_request_with_a_presigned_link_to_the_results(api, sandbox):
+    import urllib.error
+    import urllib.request
+
+    sandbox.scenario = {"backups": [{"phase": "PartiallyFailed", "errors": ["pvc apps-prod/data: timed out"]}]}
+    crd = client.CustomObjectsApi(api)
+    args = ("velero.io", "v1", "velero")
+    crd.create_namespaced_custom_object(*args, "backups", backup("prod-3"))
+    watch_until(lambda **kw: crd.list_namespaced_custom_object(*args, "backups", **kw),
+                lambda b: b.get("status", {}).get("phase") == "PartiallyFailed")
+    request = {"apiVersion": "velero.io/v1", "kind": "DownloadRequest", "metadata": {"name": "prod-3-results", "namespace": "velero"},
+               "spec": {"target": {"kind": "BackupResults", "name": "prod-3"}}}
+    crd.create_namespaced_custom_object(*args, "downloadrequests", request)
+    done = watch_until(lambda **kw: crd.list_namespaced_custom_object(*args, "downloadrequests", **kw),
+                       lambda d: d.get("status", {}).get("phase") == "Processed")[-1]
+    # Like an S3 pre-signed URL: fetched without the cluster's token.
+    with urllib.request.urlopen(done["status"]["downloadURL"]) as response:
+        assert json.loads(gzip.decompress(response.read()))["errors"]["velero"] == ["pvc apps-prod/data: timed out"]
+    missing = sandbox.storage_url("backups/never/never-results.gz")
+    escape = sandbox.storage_url("../../etc/passwd")
+    for url in (missing, escape):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url)
+        assert err.value.code == 404
+
+
+def test_a_download_request_for_an_unknown_kind_is_refused(api, sandbox):
+    crd = client.CustomObjectsApi(api)
+    request = {"apiVersion": "velero.io/v1", "kind": "DownloadRequest", "metadata": {"name": "bad", "namespace": "velero"},
+               "spec": {"target": {"kind": "Everything", "name": "prod-3"}}}
+    with pytest.raises(client.ApiException) as err:
+        crd.create_namespaced_custom_object("velero.io", "v1", "velero", "downloadrequests", request)
+    assert err.value.status == 422 and "spec.target.kind" in err.value.body and "BackupResults" in err.value.body

@@ -228,15 +228,35 @@ class Velero:
                 self.cluster.ensure_namespace(target, labels={"velero.io/restore-name": name})
         store.patch(res, ns, name, lambda o: merge_patch(o, {"status": final}))
 
+    @staticmethod
+    def storage_key(target_kind: str, name: str) -> str:
+        """Where Velero keeps a backup's or restore's files in the bucket."""
+        return {
+            "BackupResults": f"backups/{name}/{name}-results.gz",
+            "BackupLog": f"backups/{name}/{name}-logs.gz",
+            "RestoreResults": f"restores/{name}/restore-{name}-results.gz",
+            "RestoreLog": f"restores/{name}/restore-{name}-logs.gz",
+        }.get(target_kind, f"other/{target_kind}/{name}")
+
+    async def download(self, obj: dict) -> None:
+        """Answer a DownloadRequest with a link to the file, as `velero ... describe --details` uses."""
+        target = obj["spec"]["target"]
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        url = self.cluster.storage_url(self.storage_key(target["kind"], target["name"]))
+        expires = (_ts() + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = {"phase": "Processed", "downloadURL": url, "expiration": expires}
+        try:
+            self.cluster.store.patch(self.cluster.resource("downloadrequests"), ns, name,
+                                     lambda o: merge_patch(o, {"status": status}))
+        except NotFound:
+            pass
+
     def _write_results(self, kind: str, name: str, errors: list[str], warnings: list[str]) -> None:
         """The results file Velero uploads to the backup location (what `velero ... describe --details` reads)."""
         root = self.cluster.backup_storage_dir
         if root is None:
             return
-        if kind == "Backup":
-            path = root / "backups" / name / f"{name}-results.gz"
-        else:
-            path = root / "restores" / name / f"restore-{name}-results.gz"
+        path = root / self.storage_key(f"{kind}Results", name)
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"errors": {"velero": errors} if errors else {}, "warnings": {"velero": warnings} if warnings else {}}
         path.write_bytes(gzip.compress(json.dumps(body).encode()))

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TOKEN = "sandbox-token"  # not a secret: the sandbox only listens on 127.0.0.1
 SANDBOX_LABEL = "SANDBOX: simulated Kubernetes cluster; nothing real is built or deployed"
+STORAGE_PREFIX = "/velero-storage/"
 BASE_NAMESPACES = ("default", "kube-system", "argocd", "velero")
 DROP_AFTER = web.RequestKey("drop_after", float)  # a fault that cuts this watch short
 
@@ -48,6 +49,7 @@ RESOURCES = [
     Resource("velero.io", "v1", "backups", "Backup", validator=validation.validate_crd),
     Resource("velero.io", "v1", "restores", "Restore", validator=validation.validate_crd),
     Resource("velero.io", "v1", "schedules", "Schedule", validator=validation.validate_crd),
+    Resource("velero.io", "v1", "downloadrequests", "DownloadRequest", validator=validation.validate_download_request),
 ]
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
@@ -271,6 +273,17 @@ class SandboxCluster:
                 source = self.scenario.base_dir / source
             copy_artifact(source, self.artifacts_dir / dest)
 
+    def storage_url(self, key: str) -> str:
+        """A 'pre-signed' link to an object in the backup storage, as Velero hands out."""
+        return f"{self.url}{STORAGE_PREFIX}{key}?X-Amz-Expires=600&X-Amz-Signature=sandbox"
+
+    def _storage_file(self, key: str) -> web.StreamResponse:
+        root = self.backup_storage_dir
+        path = (root / key).resolve() if root else None
+        if path is None or not path.is_relative_to(root.resolve()) or not path.is_file():
+            return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
+        return web.Response(body=path.read_bytes(), content_type="application/octet-stream")
+
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -284,6 +297,8 @@ class SandboxCluster:
             self._spawn(self.argocd.run(obj))
         elif res.plural in ("backups", "restores") and created:
             self._spawn(self.velero.run(obj))
+        elif res.plural == "downloadrequests" and created:
+            self._spawn(self.velero.download(obj))
 
     # -- HTTP ---------------------------------------------------------------------------
     @web.middleware
@@ -309,7 +324,9 @@ class SandboxCluster:
                 if fault.drop_watch_after_seconds is not None:
                     request[DROP_AFTER] = fault.drop_watch_after_seconds
                 break
+            # Storage URLs stand for the object store's pre-signed links: no bearer token.
             if request.path not in ("/version", "/healthz", "/readyz", "/livez") and \
+                    not request.path.startswith(STORAGE_PREFIX) and \
                     request.headers.get("Authorization") != f"Bearer {TOKEN}":
                 response = _error(401, "Unauthorized", "Unauthorized")
                 return response
@@ -328,6 +345,8 @@ class SandboxCluster:
             return web.json_response({"major": "1", "minor": "35", "gitVersion": "v1.35.0-sandbox", "platform": "linux/amd64"})
         if parts and parts[0] in ("healthz", "readyz", "livez"):
             return web.Response(text="ok")
+        if request.path.startswith(STORAGE_PREFIX):
+            return self._storage_file(request.path[len(STORAGE_PREFIX):])
         if parts == ["api"]:
             return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         if parts == ["apis"]:

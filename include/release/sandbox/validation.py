@@ -131,6 +131,29 @@ def validate_crd(obj: dict) -> None:
         raise Invalid(kind, name, causes)
 
 
+# Velero's DownloadRequest CRD is not vendored; these are the fields and values it allows.
+DOWNLOAD_TARGET_KINDS = (
+    "BackupLog", "BackupContents", "BackupVolumeSnapshots", "BackupItemOperations", "BackupResourceList",
+    "BackupResults", "RestoreLog", "RestoreResults", "RestoreResourceList", "RestoreItemOperations",
+    "CSIBackupVolumeSnapshots", "CSIBackupVolumeSnapshotContents", "BackupVolumeInfos", "RestoreVolumeInfo",
+)
+
+
+def validate_download_request(obj: dict) -> None:
+    causes = _name_causes(obj, DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
+    target = (obj.get("spec") or {}).get("target")
+    if not isinstance(target, dict):
+        causes.append(("spec.target", "FieldValueRequired", "Required value"))
+    else:
+        if target.get("kind") not in DOWNLOAD_TARGET_KINDS:
+            causes.append(("spec.target.kind", "FieldValueNotSupported",
+                           f"Unsupported value: {target.get('kind')!r}: supported values: {', '.join(DOWNLOAD_TARGET_KINDS)}"))
+        if not isinstance(target.get("name"), str) or not target.get("name"):
+            causes.append(("spec.target.name", "FieldValueRequired", "Required value"))
+    if causes:
+        raise Invalid("DownloadRequest", (obj.get("metadata") or {}).get("name", ""), causes)
+
+
 def validate_application(obj: dict) -> None:
     """Argo CD Applications: no CRD is vendored, so the fields the platform relies on."""
     spec = obj.get("spec") or {}

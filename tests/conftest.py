@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -70,3 +71,29 @@ def airflow_db():
 
     db.resetdb()
     yield
+
+
+@pytest.fixture
+def fresh_masker():
+    """No registered secrets: a secret is masked because the test's own code path registered
+    it, not because an earlier test happened to."""
+    from airflow._shared.secrets_masker import reset_secrets_masker as reset_core
+    from airflow.sdk._shared.secrets_masker import reset_secrets_masker as reset_sdk
+
+    reset_sdk()
+    reset_core()
+    yield
+    reset_sdk()
+    reset_core()
+
+
+@pytest.fixture
+def task_log():
+    """What was logged to the task logger (where notifications and task messages go)."""
+    from tests.helpers import Records
+
+    handler = Records()
+    logger = logging.getLogger("airflow.task")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from release import umbrella
@@ -107,3 +108,18 @@ def answer_approval(dag_id: str, task_id: str, user: str, option: str = "Approve
     resp = client.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
                         json={"chosen_options": [option]}, headers={"Authorization": f"Bearer {token}"})
     return {"status": resp.status_code, "body": resp.json()}
+
+
+class Records(logging.Handler):
+    """Keeps every log record it is given (attach it to a logger to read what was logged)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)

@@ -8,6 +8,7 @@ from airflow.sdk import dag, task
 
 from release.assets import REGISTRY
 from release.config import load_config
+from release.notify import on_failure
 
 CONFIG = load_config()  # a broken config fails here, as an import error named in the UI
 
@@ -29,6 +30,7 @@ log and in the task's return value.
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    default_args={"on_failure_callback": on_failure()},
     tags=["release", "gitops"],
     doc_md=DOC,
 )

@@ -123,11 +123,21 @@ def _pools_sync(args) -> int:
     """Create or resize the Airflow pools the config asks for (the metadata DB must exist)."""
     from airflow.models.pool import Pool
 
+    from release import steps
     from release.config import load_config
 
-    slots = load_config().pipelines.builds_pool_slots
-    Pool.create_or_update_pool("builds", slots, "image builds across all service pipelines", include_deferred=False)
-    print(f"pool builds: {slots} slots")
+    config = load_config()
+    # (name, slots, description, include_deferred): re-scan pods are deferrable tasks, so their pool
+    # counts deferred ones, or it would not bound the scans running at once.
+    pools = [("builds", config.pipelines.builds_pool_slots, "image builds across all service pipelines", False),
+             ("rescans", config.nightly.rescan.pool_slots, "Trivy scans of the nightly image-rescan at once", True)]
+    # One helm upgrade of an environment's release at a time; a helm pod waits deferred, so
+    # deferred tasks count, or two could still overlap.
+    pools += [(steps.helm_pool(env), 1, f"helm upgrades of the {env} release, one at a time", True)
+              for env, e in config.environments.items() if e.deploy_strategy == "helm"]
+    for name, slots, description, include_deferred in pools:
+        Pool.create_or_update_pool(name, slots, description, include_deferred=include_deferred)
+        print(f"pool {name}: {slots} slots")
     return 0
 
 
@@ -144,6 +154,31 @@ def _affected(args) -> int:
         print(f"--paths-file: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(AffectedIndex.from_config(load_config()).affected(paths)))
+    return 0
+
+
+def _backups(args) -> int:
+    from tabulate import tabulate
+
+    from release.backups import read_records
+    from release.config import load_config
+
+    config = load_config()
+    if args.env and args.env not in config.environments:
+        print(f"--env: unknown environment {args.env!r}; allowed: {', '.join(config.env_order)}", file=sys.stderr)
+        return 2
+    backups = read_records(config, "backups", args.env)[-args.last:]
+    print(tabulate([[r["env"], r["name"], r["phase"] + (" (timed out)" if r["timed_out"] else ""), r["started"] or "-",
+                     r["completed"] or "-", r["items_backed_up"], r["errors"], r["warnings"]] for r in backups],
+                   headers=["env", "backup", "phase", "started", "completed", "items", "errors", "warnings"]))
+    drills = read_records(config, "drills", args.env)[-args.last:]
+    if drills:
+        print()
+        print(tabulate([[r["env"], r["recorded_at"], r["backup"] or "-", "yes" if r["restored"] else "NO",
+                         "yes" if r["smoke_passed"] else "NO",
+                         f"{r['recovery_seconds']:.0f}s" if r["recovery_seconds"] is not None else "-",
+                         "; ".join(r["problems"]) or "-"] for r in drills],
+                       headers=["env", "drill at", "backup", "restored", "smoke passed", "recovery", "problems"]))
     return 0
 
 
@@ -166,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-01T00:00:00Z")
     history.add_argument("--until", help="ISO-8601 time")
     history.set_defaults(func=_registry_history)
+
+    backups = sub.add_parser("backups", help="recorded Velero backups and restore drills, oldest first")
+    backups.add_argument("--env", help="only this environment")
+    backups.add_argument("--last", type=int, default=20, help="at most this many of each (default 20)")
+    backups.set_defaults(func=_backups)
 
     gitops = sub.add_parser("gitops", help="the GitOps repository").add_subparsers(dest="action", required=True)
     init = gitops.add_parser("init", help="create the local GitOps repository from the template if missing")

@@ -28,6 +28,10 @@ DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "platform.yaml"
 GITOPS_TEMPLATE_DIR = INCLUDE_DIR / "gitops-template"
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Helm's own rule for release names (a DNS-1123 subdomain of at most 53 characters: Helm
+# appends suffixes to it when it names the release's Secrets).
+HELM_RELEASE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+HELM_RELEASE_MAX = 53
 DNS1123_RULE = "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
 # Airflow connection ids end up in URLs and env var names; keep them plain.
 CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
@@ -148,6 +152,29 @@ class ArgoCD(_Strict):
     sync_timeout_minutes: int = Field(15, ge=1, le=24 * 60)
 
 
+def _check_helm_release(value: str) -> str:
+    if len(value) > HELM_RELEASE_MAX or not HELM_RELEASE.match(value):
+        raise ValueError(f"{value!r} is not a Helm release name: lowercase letters, digits, '-' and '.', "
+                         f"starting and ending with a letter or digit, at most {HELM_RELEASE_MAX} characters")
+    return value
+
+
+class Helm(_Strict):
+    """The `helm` deploy strategy: a pod runs `helm upgrade --install --atomic --wait` of the
+    environment's umbrella chart, checked out at the GitOps commit the platform just wrote."""
+
+    release: Annotated[str, AfterValidator(_check_helm_release)] | None = Field(
+        None, description="Helm release name; default umbrella-<env>, the name Argo CD gives it")
+    timeout_minutes: int = Field(10, ge=1, le=24 * 60,
+                                 description="helm --timeout: how long the rollout (and --atomic's undo) may take")
+    service_account: DnsLabel = Field("release-platform-helm",
+                                      description="ServiceAccount in the namespace whose token the helm container deploys with")
+    gitops_secret: DnsLabel | None = Field(
+        None, description="Kubernetes secret with read access to the GitOps repository: its key .gitconfig becomes "
+                          "git's global config (a credential helper, http.extraHeader or core.sshCommand naming files "
+                          "of the same secret under /gitops-credentials)")
+
+
 class FreezeWindow(_Strict):
     start: datetime
     end: datetime
@@ -162,15 +189,29 @@ class FreezeWindow(_Strict):
         return self
 
 
+class Backup(_Strict):
+    """How `velero-backups` backs this environment up and whether `velero-restore-drill` proves it."""
+
+    enabled: bool = True
+    namespaces: list[DnsLabel] | None = Field(None, description="default: the environment's namespace")
+    ttl_days: int | None = Field(None, ge=1, le=3650, description="default 30 for the last environment, 7 for the others")
+    storage_location: DnsLabel = "default"
+    snapshot_volumes: bool = True
+    velero_namespace: DnsLabel = "velero"
+    drill: bool | None = Field(None, description="restore-drill this environment; default: the last environment only")
+
+
 class Environment(_Strict):
     kubernetes_conn_id: str
     namespace: DnsLabel
     deploy_strategy: Literal["argocd", "helm"] = "argocd"
     approval: Approval = Field(default_factory=Approval)
     argocd: ArgoCD = Field(default_factory=ArgoCD)
+    helm: Helm = Field(default_factory=Helm, description="settings of the helm deploy strategy")
     scan_policy: dict | None = Field(None, description="overrides of the scan policy in this environment")
     freeze: list[FreezeWindow] = Field(default_factory=list, description="deploy freeze windows")
     freeze_policy: Literal["wait", "fail"] = Field("wait", description="a promotion during a freeze waits for its end, or fails")
+    backup: Backup = Field(default_factory=lambda: Backup(), description="Velero backups of this environment's cluster")
 
     def active_freeze(self, at: datetime) -> FreezeWindow | None:
         return next((w for w in self.freeze if w.start <= at < w.end), None)
@@ -265,12 +306,88 @@ class Pipelines(_Strict):
         return _check_url(value, ("https", "http", "ssh", "file"))
 
 
+def _cron(value: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday), e.g. '0 2 * * *'")
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+
+
+class BackupSchedule(_Strict):
+    schedule: Cron = Field("0 2 * * *", description="UTC")
+    timeout_minutes: float = Field(120, gt=0, le=24 * 60, description="a backup still running after this fails")
+
+
+class DrillSchedule(_Strict):
+    schedule: Cron = Field("0 4 * * 0", description="UTC; weekly by default")
+    timeout_minutes: float = Field(120, gt=0, le=24 * 60, description="a restore still running after this fails")
+
+
+class RescanSchedule(_Strict):
+    schedule: Cron = Field("0 3 * * *", description="UTC")
+    pool_slots: int = Field(4, ge=1, le=256, description="size of the Airflow pool `rescans`: scans at once")
+
+
+class Nightly(_Strict):
+    poll_seconds: float = Field(10, ge=0.1, le=600, description="how often waits ask Velero how far it got")
+    backups: BackupSchedule = Field(default_factory=BackupSchedule)
+    restore_drill: DrillSchedule = Field(default_factory=DrillSchedule)
+    rescan: RescanSchedule = Field(default_factory=RescanSchedule)
+
+
+class Notifications(_Strict):
+    """Where platform notices go besides the task log (release.notify). A channel is used
+    only while its Airflow connection exists, so the defaults send nothing anywhere else."""
+
+    slack_conn_id: str | None = Field(
+        "slack_release", description="connection of type slack (API token; posts to slack_channel) or slackwebhook")
+    slack_channel: str = Field("#releases", description="channel for a slack (API token) connection")
+    email_conn_id: str | None = Field("smtp_default", description="SMTP connection; e-mail goes out only with email_to")
+    email_to: list[str] = Field(default_factory=list, description="recipients; empty: no e-mail")
+    email_from: str | None = Field(None, description="default: the connection's from_email")
+
+    @field_validator("slack_conn_id", "email_conn_id")
+    @classmethod
+    def _conn_id(cls, value: str | None) -> str | None:
+        if value is not None and not CONN_ID.match(value):
+            raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not re.match(r"^[#@]?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", value):
+            raise ValueError(f"{value!r} is not a Slack channel (#name, @user or a channel id)")
+        return value
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.match(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", address):
+                raise ValueError(f"{address!r} is not an e-mail address (name@example.com)")
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", value):
+            raise ValueError(f"{value!r} is not an e-mail address (name@example.com)")
+        return value
+
+
 class PlatformConfig(_Strict):
     services: dict[DnsLabel, Service] = Field(min_length=1)
     environments: dict[DnsLabel, Environment] = Field(min_length=1, description="in promotion order")
     gitops: GitOps = Field(default_factory=GitOps)
     artifacts: Artifacts = Field(default_factory=Artifacts)
     pipelines: Pipelines = Field(default_factory=Pipelines)
+    nightly: Nightly = Field(default_factory=Nightly)
+    notifications: Notifications = Field(default_factory=Notifications)
 
     @model_validator(mode="after")
     def _references(self) -> PlatformConfig:
@@ -281,6 +398,11 @@ class PlatformConfig(_Strict):
                     raise ValueError(
                         f"services.{name}.environments: unknown environment {env!r}; known: {', '.join(known)}"
                     )
+        for name, env in self.environments.items():
+            default = self.helm_release(name)
+            if env.deploy_strategy == "helm" and env.helm.release is None and len(default) > HELM_RELEASE_MAX:
+                raise ValueError(f"environments.{name}.helm.release: the default {default!r} is longer than "
+                                 f"{HELM_RELEASE_MAX} characters; name the release")
         return self
 
     # -- derived facts the DAGs ask for -------------------------------------------------
@@ -300,6 +422,26 @@ class PlatformConfig(_Strict):
         """(namespace, name) of the Argo CD Application that deploys `env`."""
         a = self.environments[env].argocd
         return a.namespace, a.application or f"umbrella-{env}"
+
+    def backup_ttl_days(self, env: str) -> int:
+        return self.environments[env].backup.ttl_days or (30 if env == self.env_order[-1] else 7)
+
+    def drill_envs(self) -> list[str]:
+        """Environments the restore drill proves: those marked `backup.drill`, else the last one."""
+        marked = {e: b.backup.drill for e, b in self.environments.items() if b.backup.enabled}
+        if any(v is not None for v in marked.values()):
+            return [e for e, v in marked.items() if v]
+        last = self.env_order[-1]
+        return [last] if last in marked else []
+
+    def backup_namespaces(self, env: str) -> list[str]:
+        e = self.environments[env]
+        return list(e.backup.namespaces or [e.namespace])
+
+    def helm_release(self, env: str) -> str:
+        """The Helm release the helm strategy upgrades in `env`: by default the one Argo CD
+        would manage, so an environment can switch strategies without a second release."""
+        return self.environments[env].helm.release or f"umbrella-{env}"
 
     def artifacts_dir(self) -> Path:
         """The local folder behind a file:// artifact store (the default)."""

@@ -63,12 +63,15 @@ def build_dispatch_dag(config: PlatformConfig):
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
     from airflow.sdk import DAG, Param
 
+    from release.notify import on_failure
+
     plan_xcom = "ti.xcom_pull(task_ids='affected', key='plan')"
     with DAG(
         dag_id="release-dispatch",
         schedule=None,
         start_date=datetime(2026, 1, 1),
         catchup=False,
+        default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
         tags=["release", "dispatch"],
         doc_md=DOC,
         params={

@@ -34,10 +34,33 @@ class ReleasePodOperator(KubernetesPodOperator):
     """
 
     ui_color = "#e8f0fe"
+    # Init containers take run values too (the helm step checks out the GitOps commit the
+    # deploy task just wrote); the provider templates only the main container.
+    template_fields = (*KubernetesPodOperator.template_fields, "init_containers")
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._termination_message: str | None = None
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        # Nested objects are rendered in place: render copies, so the DAG's own containers
+        # keep their templates for the next run a process renders (dag.test, a reused worker).
+        import copy
+
+        self.init_containers = copy.deepcopy(self.init_containers)
+        super().render_template_fields(context, jinja_env)
+
+    def _render_nested_template_fields(self, content, context, jinja_env, seen_oids) -> None:
+        from kubernetes.client import models as k8s
+
+        if isinstance(content, k8s.V1Container) and id(content) not in seen_oids:
+            seen_oids.add(id(content))
+            self._do_render_template_fields(content, ("args",), context, jinja_env, seen_oids)
+            # A DAG that renders native objects would turn an argument such as "10" into 10,
+            # which the API server refuses: arguments are strings.
+            content.args = [str(a) for a in content.args or []]
+            return
+        super()._render_nested_template_fields(content, context, jinja_env, seen_oids)
 
     def cleanup(self, pod, remote_pod, xcom_result=None, context=None):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException

@@ -5,6 +5,11 @@
     is_release (skips the rest in PR mode) -> sign, attest_sbom -> deploy_dev -> wait_dev -> smoke_dev
     rollback_dev runs only if wait_dev or smoke_dev failed: it puts dev back and fails the run.
 
+With the `helm` deploy strategy a pod replaces the Argo CD sync, and the rollback's deploy is
+a pod too, so the rollback is three tasks:
+    deploy_dev -> helm_dev -> smoke_dev
+    rollback_dev (if helm_dev or smoke_dev failed) -> helm_rollback_dev -> rolled_back_dev (fails the run)
+
 The DAG object is built here from the config; the callables import what they need when
 they run, so parsing a DAG file stays cheap.
 """
@@ -117,10 +122,6 @@ def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summar
     from release.registry import DeployRequest, Registry
 
     config = load_config()
-    if config.environments[env].deploy_strategy != "argocd":
-        # Refuse before writing: a registry entry nothing rolls out would lie about what runs.
-        _fail(f"environments.{env}.deploy_strategy: {config.environments[env].deploy_strategy!r} is not supported "
-              "by the pipelines yet; allowed: 'argocd'")
     evidence = {
         "commit": facts["commit"], "ref": facts["ref"],
         "scan": {k: v for k, v in scan_summary.items() if k != "findings"} | {"findings": scan_summary.get("findings", [])},
@@ -134,16 +135,27 @@ def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summar
     if config.environments[env].deploy_strategy == "argocd":
         request_sync(config.environments[env].kubernetes_conn_id, namespace, application, result.sha)
         print(f"Asked Argo CD {namespace}/{application} to sync {result.sha}")
+    else:
+        print(f"Recorded in commit {result.sha}; helm_{env} deploys exactly that commit")
     return {"gitops_commit": result.sha, "version": facts["version"], "image": image_ref}
 
 
-def task_rollback(service: str, env: str, run_id: str, wait_result: Any, deploy: dict | None) -> None:
+def failed_rollout_step(ti, strategy: str, rollout_task: str, smoke_task: str) -> str:
+    """Which step after a deploy failed: the rollout, or the smoke test that follows it."""
+    if strategy == "helm":
+        # A helm pod reports nothing on success, but the smoke pod is only created after it.
+        return "smoke test" if ti.xcom_pull(task_ids=smoke_task, key="pod_name") else "helm upgrade"
+    return "smoke test" if ti.xcom_pull(task_ids=rollout_task) else "Argo CD sync"
+
+
+def task_rollback(service: str, env: str, run_id: str, failed_step: str, deploy: dict | None) -> dict:
+    """Put `env` back on the previous version in one commit. With Argo CD, sync it, wait and fail
+    the run here; with helm, return the commit for the helm_rollback pod (rolled_back fails the run)."""
     from release.argocd import request_sync, wait_synced
     from release.config import load_config
     from release.registry import NoRollbackTarget, Registry
 
     config = load_config()
-    failed_step = "smoke test" if wait_result else "Argo CD sync"
     version = (deploy or {}).get("version", "?")
     what = f"{service} {version}: the {failed_step} in {env} failed"
     try:
@@ -151,6 +163,11 @@ def task_rollback(service: str, env: str, run_id: str, wait_result: Any, deploy:
             env, [service], by="release-platform", run_id=run_id, reason=f"automatic rollback: {what}", outcome="failed")
     except NoRollbackTarget as exc:
         _fail(f"{what}; no earlier version to roll back to ({exc})")
+    if config.environments[env].deploy_strategy == "helm":
+        # helm --atomic has already undone its own failed upgrade; deploying the rollback commit
+        # makes the cluster follow the GitOps repository again, whatever failed.
+        print(f"{what}; recorded the rollback in commit {result.sha}; helm_rollback_{env} deploys it")
+        return {"gitops_commit": result.sha, "what": what}
     namespace, application = config.argocd_application(env)
     conn_id = config.environments[env].kubernetes_conn_id
     request_sync(conn_id, namespace, application, result.sha)
@@ -159,7 +176,23 @@ def task_rollback(service: str, env: str, run_id: str, wait_result: Any, deploy:
     _fail(f"{what}; rolled {env} back to {restored.version} ({restored.image}) in commit {result.sha[:12]}: {state.describe()}")
 
 
+def task_rolled_back(service: str, env: str, rollback: dict) -> None:
+    """The end of a helm rollback: the earlier version runs again, and the run fails naming why."""
+    from release.config import load_config
+    from release.registry import Registry
+
+    restored = Registry.from_config(load_config()).state(env)[service]
+    _fail(f"{rollback['what']}; rolled {env} back to {restored.version} ({restored.image}) in commit "
+          f"{rollback['gitops_commit'][:12]}: helm upgrade --atomic --wait succeeded")
+
+
 # -- the DAG ------------------------------------------------------------------------------
+
+
+def _rollout_doc(config: PlatformConfig, env: str) -> str:
+    if config.environments[env].deploy_strategy == "helm":
+        return "deploys exactly that GitOps commit with `helm upgrade --install --atomic --wait`"
+    return "waits for Argo CD to roll it out"
 
 
 def pipeline_doc(config: PlatformConfig, service: str) -> str:
@@ -169,7 +202,7 @@ def pipeline_doc(config: PlatformConfig, service: str) -> str:
 
 Builds `{s.path}` of the application repository at `commit` for {", ".join(s.platforms)},
 scans and signs the image, validates its chart, records it in the GitOps registry for
-**{config.env_order[0]}**, waits for Argo CD to roll it out, and smoke-tests it. A failed
+**{config.env_order[0]}**, {_rollout_doc(config, config.env_order[0])}, and smoke-tests it. A failed
 rollout or smoke test rolls {config.env_order[0]} back to the previous version and fails the run.
 
 With `pr` set (PR mode) it stops after the scan gate and chart validation: nothing is
@@ -184,6 +217,7 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
     from release import steps
     from release.argocd import ApplicationSyncedSensor
     from release.assets import REGISTRY
+    from release.notify import on_failure
     from release.pods import pod_operator
 
     env = config.env_order[0]
@@ -195,6 +229,7 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         schedule=None,
         start_date=datetime(2026, 1, 1),
         catchup=False,
+        default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
         max_active_runs=1,  # deploys of one service never interleave; later runs queue
         tags=["release", "pipeline", service],
         doc_md=pipeline_doc(config, service),
@@ -222,15 +257,21 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         sign = pod_operator("sign", steps.sign(config, service), **pods)
         attest = pod_operator("attest_sbom", steps.attest_sbom(config, service), **pods)
         deploy = PythonOperator(task_id=f"deploy_{env}", python_callable=_deploy_from_context(service, env), outlets=[REGISTRY])
-        wait = ApplicationSyncedSensor(
-            task_id=f"wait_{env}", kubernetes_conn_id=environment.kubernetes_conn_id,
-            namespace=config.argocd_application(env)[0], application=config.argocd_application(env)[1],
-            revision=f"{{{{ ti.xcom_pull(task_ids='deploy_{env}')['gitops_commit'] }}}}",
-            timeout_seconds=environment.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
+        helm = environment.deploy_strategy == "helm"
+        if helm:
+            wait = pod_operator(f"helm_{env}", steps.helm_deploy(config, env, _gitops_commit_of(f"deploy_{env}")),
+                                pool=steps.helm_pool(env), **pods)
+        else:
+            wait = ApplicationSyncedSensor(
+                task_id=f"wait_{env}", kubernetes_conn_id=environment.kubernetes_conn_id,
+                namespace=config.argocd_application(env)[0], application=config.argocd_application(env)[1],
+                revision=_gitops_commit_of(f"deploy_{env}"),
+                timeout_seconds=environment.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
         smoke = pod_operator(f"smoke_{env}", steps.smoke(config, service, env), **pods)
         record_smoke = PythonOperator(task_id=f"record_smoke_{env}", python_callable=_record_smoke(service, env),
                                       outlets=[REGISTRY])
-        rollback = PythonOperator(task_id=f"rollback_{env}", python_callable=_rollback_from_context(service, env),
+        rollback = PythonOperator(task_id=f"rollback_{env}",
+                                  python_callable=_rollback_from_context(service, env, wait.task_id, environment.deploy_strategy),
                                   trigger_rule="one_failed", outlets=[REGISTRY])
 
         validate >> [verify, chart_validate]
@@ -238,7 +279,18 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         scan >> [scan_sarif, scan_gate]
         [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> deploy >> wait >> smoke >> record_smoke
         [wait, smoke] >> rollback
+        if helm:
+            helm_rollback = pod_operator(
+                f"helm_rollback_{env}",
+                steps.helm_deploy(config, env, _gitops_commit_of(f"rollback_{env}"), step=f"helm-rollback-{env}"),
+                pool=steps.helm_pool(env), **pods)
+            rolled_back = PythonOperator(task_id=f"rolled_back_{env}", python_callable=_rolled_back_from_context(service, env))
+            rollback >> helm_rollback >> rolled_back
     return dag
+
+
+def _gitops_commit_of(task_id: str) -> str:
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}')['gitops_commit'] }}}}"
 
 
 # Callables that read what they need from the task context (params, XComs, run id).
@@ -282,13 +334,19 @@ def _record_smoke(service: str, env: str):
     return record_smoke
 
 
-def _rollback_from_context(service: str, env: str):
-    def rollback(**context) -> None:
+def _rollback_from_context(service: str, env: str, rollout_task: str, strategy: str):
+    def rollback(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         ti = context["ti"]
         if not ti.xcom_pull(task_ids=f"deploy_{env}"):
             raise AirflowSkipException("nothing was deployed, so there is nothing to roll back")
-        task_rollback(service, env, context["run_id"], ti.xcom_pull(task_ids=f"wait_{env}"),
-                      ti.xcom_pull(task_ids=f"deploy_{env}"))
+        failed_step = failed_rollout_step(ti, strategy, rollout_task, f"smoke_{env}")
+        return task_rollback(service, env, context["run_id"], failed_step, ti.xcom_pull(task_ids=f"deploy_{env}"))
     return rollback
+
+
+def _rolled_back_from_context(service: str, env: str):
+    def rolled_back(**context) -> None:
+        task_rolled_back(service, env, context["ti"].xcom_pull(task_ids=f"rollback_{env}"))
+    return rolled_back

@@ -2,8 +2,12 @@
 
     validate -> gate_smoke, gate_scan, gate_freeze -> wait_freeze, verify_signatures
       -> needs_approval -> approve_<env> -> four_eyes_<env> | no_approval
-      -> deploy -> wait_synced -> smoke -> record_smoke
-      -> rollback (if the sync or smoke failed) -> wait_rollback -> smoke_after_rollback -> report
+      -> deploy -> rollout -> wait_synced | helm_<env> -> smoke -> record_smoke
+      -> rollback (if the rollout or smoke failed) -> rollout_rollback -> wait_rollback | helm_rollback_<env>
+      -> smoke_after_rollback -> report
+
+`rollout` picks how to_env deploys a commit: an Argo CD sync and the sensor (`argocd`), or
+that environment's helm pod (`helm`, one per such environment, built when the DAG is parsed).
 
 Everything a user typed is checked by `validate` before anything is written or any pod
 is created. Runs queue one at a time, so promotions never interleave.
@@ -67,9 +71,6 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
     reason = params.get("reason") or ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason):
         raise PromotionError(f"reason: at most {MAX_REASON} characters on one line")
-    if config.environments[to_env].deploy_strategy != "argocd":
-        raise PromotionError(f"to_env: {to_env} deploys with {config.environments[to_env].deploy_strategy!r}, "
-                             "which promotion does not support yet; allowed: environments deployed by 'argocd'")
     approval = config.environments[to_env].approval
     if approval.required and not reason.strip():
         raise PromotionError(f"reason: required for a promotion to {to_env}")
@@ -98,6 +99,7 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
         "items": items, "services": names,
         "needs_approval": approval.required, "approvers": approval.approvers,
         "kubernetes_conn_id": env.kubernetes_conn_id, "namespace": env.namespace,
+        "deploy_strategy": env.deploy_strategy,
         "argocd_namespace": namespace, "argocd_application": application,
         "sync_timeout_seconds": env.argocd.sync_timeout_minutes * 60,
         "smoke_args": smoke_args(config, names, to_env),
@@ -154,13 +156,29 @@ def gate_scan(plan: dict, config: PlatformConfig, today: date) -> list[str]:
         if not scan:
             problems.append(f"{i['service']} {i['version']}: no scan summary recorded")
             continue
+        policy = scan_policy_for(config, i["service"], plan["to_env"])
         rescan = i["evidence"].get("rescan") or {}
+        if rescan.get("summary"):
+            # The nightly re-scan judged the same digest with a newer vulnerability database: its
+            # findings supersede the pipeline's, re-judged here so an allow entry added since counts.
+            what = f"{i['service']} {i['version']}: the nightly re-scan of {rescan.get('scanned_at', 'an earlier night')}"
+            try:
+                summary = reevaluate(rescan["summary"], policy, today)
+            except ScanReportError as exc:
+                problems.append(f"{what} recorded an unusable summary: {exc}")
+                continue
+            if summary.passed:
+                evidence.append(f"{what} under {plan['to_env']}'s policy: {summary.describe()}")
+            else:
+                problems.append(f"{what} found blocking CVEs under {plan['to_env']}'s policy: "
+                                f"{', '.join(summary.blocking)} ({summary.describe()})")
+            continue
         if rescan.get("passed") is False:
             problems.append(f"{i['service']} {i['version']}: the nightly re-scan found blocking CVEs: "
                             f"{', '.join(rescan.get('blocking', []))}")
             continue
         try:
-            summary = reevaluate(scan, scan_policy_for(config, i["service"], plan["to_env"]), today)
+            summary = reevaluate(scan, policy, today)
         except ScanReportError as exc:
             problems.append(f"{i['service']} {i['version']}: the recorded scan summary is unusable: {exc}")
             continue
@@ -287,7 +305,6 @@ def task_four_eyes(env_task: str):
 
 def task_deploy(approval_tasks: list[str]):
     def deploy(**context) -> dict:
-        from release.argocd import request_sync
         from release.registry import DeployRequest, Registry
 
         plan, ti = _plan(context), context["ti"]
@@ -298,10 +315,30 @@ def task_deploy(approval_tasks: list[str]):
                     for i in plan["items"]]
         result = Registry.from_config(_config()).record_deployment(
             plan["to_env"], requests, by=plan["requester"], run_id=context["run_id"], reason=plan["reason"])
-        request_sync(plan["kubernetes_conn_id"], plan["argocd_namespace"], plan["argocd_application"], result.sha)
-        print(f"one commit {result.sha} for {', '.join(plan['services'])} in {plan['to_env']}; sync requested")
+        print(f"one commit {result.sha} for {', '.join(plan['services'])} in {plan['to_env']}; {roll_out(plan, result.sha)}")
         return {"gitops_commit": result.sha, "approved_by": approved_by}
     return deploy
+
+
+def roll_out(plan: dict, sha: str) -> str:
+    """Start deploying commit `sha` to the plan's environment; says what happens next.
+    Argo CD is asked to sync; for helm the pod the `rollout` branch picks does everything."""
+    if plan["deploy_strategy"] == "helm":
+        return "helm upgrade of that commit follows"
+    from release.argocd import request_sync
+
+    request_sync(plan["kubernetes_conn_id"], plan["argocd_namespace"], plan["argocd_application"], sha)
+    return "sync requested"
+
+
+def task_rollout(argocd_task: str, helm_task: str):
+    """Branch to the task that rolls the commit out: the Argo CD sensor, or to_env's helm pod."""
+    def rollout(**context) -> str:
+        plan = _plan(context)
+        if plan["deploy_strategy"] == "helm":
+            return f"{helm_task}_{plan['to_env'].replace('-', '_')}"
+        return argocd_task
+    return rollout
 
 
 def task_record_smoke(**context) -> None:
@@ -317,13 +354,13 @@ def task_record_smoke(**context) -> None:
 def task_rollback(**context) -> dict:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from release.argocd import request_sync
+    from release.pipeline import failed_rollout_step
     from release.registry import Registry
 
     plan, ti = _plan(context), context["ti"]
     if not ti.xcom_pull(task_ids="deploy"):
         raise AirflowSkipException("nothing was deployed, so there is nothing to roll back")
-    step = "smoke test" if ti.xcom_pull(task_ids="wait_synced") else "Argo CD sync"
+    step = failed_rollout_step(ti, plan["deploy_strategy"], "wait_synced", "smoke")
     what = f"the {step} of {', '.join(plan['services'])} in {plan['to_env']} failed"
     registry = Registry.from_config(_config())
     first_time = [i["service"] for i in plan["items"] if i["replaces"] is None]
@@ -332,7 +369,7 @@ def task_rollback(**context) -> dict:
     if to_restore:
         sha = registry.record_rollback(plan["to_env"], to_restore, by="release-platform", run_id=context["run_id"],
                                        reason=f"automatic rollback: {what}", outcome="failed").sha
-        request_sync(plan["kubernetes_conn_id"], plan["argocd_namespace"], plan["argocd_application"], sha)
+        print(f"rollback commit {sha}; {roll_out(plan, sha)}")
     print(f"{what}; restoring {', '.join(to_restore) or 'nothing'}"
           + (f"; {', '.join(first_time)} had no earlier version in {plan['to_env']}" if first_time else ""))
     result = {"what": what, "gitops_commit": sha or "", "restored": to_restore}
@@ -369,10 +406,17 @@ Trigger with `services` (names, or `["*"]` for everything `from_env` runs), `fro
    passes `to_env`'s policy (re-evaluated), `cosign verify` on every digest, no deploy freeze;
 3. **approval** where `to_env` requires it (prod): an approver other than the requester
    answers in *Required actions*; a rejection or no answer in time deploys nothing;
-4. **deploy**: one GitOps commit for all services, an Argo CD sync, smoke tests;
-5. a failed sync or smoke test **rolls back** every promoted service in one commit and fails the run.
+4. **deploy**: one GitOps commit for all services, an Argo CD sync (or, where `to_env` uses the
+   `helm` strategy, `helm upgrade --install --atomic --wait` of exactly that commit), smoke tests;
+5. a failed rollout or smoke test **rolls back** every promoted service in one commit, deployed
+   the same way, and fails the run.
 
-Promotions run one at a time; later ones queue.
+Promotions run **one at a time, whatever their environments** (`max_active_runs=1`): a later
+one waits in *queued*, in trigger order, until the running one has finished; none is dropped
+and two never interleave. The price: a run parked at an approval (up to the environment's
+`response_timeout_minutes`) or waiting out a deploy freeze holds back every other promotion,
+to any environment; answer it, or mark it failed, to let the queue move. Airflow has no lock per
+environment that spans a whole run (pools count single tasks and never an approval wait).
 """
 
 
@@ -387,6 +431,7 @@ def build_promote_dag(config: PlatformConfig):
 
     from release.argocd import ApplicationSyncedSensor
     from release.assets import REGISTRY
+    from release.notify import on_failure
     from release.pods import PodStep, SecretVolume, pod_operator
 
     plan = "ti.xcom_pull(task_ids='validate')"
@@ -395,7 +440,8 @@ def build_promote_dag(config: PlatformConfig):
         schedule=None,
         start_date=datetime(2026, 1, 1),
         catchup=False,
-        max_active_runs=1,  # promotions never interleave; later ones queue
+        default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
+        max_active_runs=1,  # one promotion at a time, to any env: later ones queue (see DOC and the README)
         tags=["release", "promotion"],
         doc_md=DOC,
         render_template_as_native_obj=True,
@@ -447,20 +493,43 @@ def build_promote_dag(config: PlatformConfig):
                 timeout_seconds="{{ %s['sync_timeout_seconds'] }}" % plan, poll_interval=1.0)
 
         wait = synced("wait_synced", "deploy")
-        smoke = pod_operator("smoke", PodStep("smoke", config.pipelines.tools.curl, args=[]), **pods)
+        # The smoke tests follow whichever rollout the branch picked (the other is skipped).
+        smoke = pod_operator("smoke", PodStep("smoke", config.pipelines.tools.curl, args=[]),
+                             trigger_rule="none_failed_min_one_success", **pods)
         smoke.arguments = "{{ %s['smoke_args'] }}" % plan
         record_smoke = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke, outlets=[REGISTRY])
         rollback = PythonOperator(task_id="rollback", python_callable=task_rollback, trigger_rule="one_failed",
                                   outlets=[REGISTRY])
         wait_rollback = synced("wait_rollback", "rollback")
-        smoke_after = pod_operator("smoke_after_rollback", PodStep("smoke-after-rollback", config.pipelines.tools.curl, args=[]), **pods)
+        smoke_after = pod_operator("smoke_after_rollback", PodStep("smoke-after-rollback", config.pipelines.tools.curl, args=[]),
+                                   trigger_rule="none_failed_min_one_success", **pods)
         smoke_after.arguments = "{{ %s['smoke_args'] }}" % plan
         report = PythonOperator(task_id="report", python_callable=task_report, trigger_rule="all_done")
+        rollout = BranchPythonOperator(task_id="rollout", python_callable=task_rollout("wait_synced", "helm"))
+        rollout_rollback = BranchPythonOperator(task_id="rollout_rollback",
+                                                python_callable=task_rollout("wait_rollback", "helm_rollback"))
+        helm_envs = [e for e in config.env_order[1:] if config.environments[e].deploy_strategy == "helm"]
+        helm = [helm_pod(config, e, "helm", "deploy", "promote", "promotion") for e in helm_envs]
+        helm_rollback = [helm_pod(config, e, "helm_rollback", "rollback", "promote", "promotion") for e in helm_envs]
 
         validate >> [smoke_gate, scan_gate, freeze_gate, verify]
         freeze_gate >> wait_freeze
         [smoke_gate, scan_gate, wait_freeze, verify] >> needs_approval >> no_approval >> deploy
-        deploy >> wait >> smoke >> record_smoke
-        [wait, smoke] >> rollback >> wait_rollback >> smoke_after >> report
+        deploy >> rollout >> [wait, *helm] >> smoke >> record_smoke
+        [wait, *helm, smoke] >> rollback >> rollout_rollback >> [wait_rollback, *helm_rollback] >> smoke_after >> report
         record_smoke >> report
     return dag
+
+
+def helm_pod(config: PlatformConfig, env: str, task: str, commit_of: str, service: str, commit: str):
+    """`<task>_<env>`: the helm pod that deploys the GitOps commit task `commit_of` wrote to `env`
+    (promote and rollback pick it at run time; its namespace, connection and pool are env's)."""
+    from release import steps
+    from release.pods import pod_operator
+
+    environment = config.environments[env]
+    step = steps.helm_deploy(config, env, "{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of,
+                             step=f"{task.replace('_', '-')}-{env}")
+    return pod_operator(f"{task}_{env.replace('-', '_')}", step, service=service, commit=commit,
+                        namespace=environment.namespace, kubernetes_conn_id=environment.kubernetes_conn_id,
+                        pool=steps.helm_pool(env))

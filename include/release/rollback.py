@@ -1,7 +1,7 @@
 """`rollback`: put one service in one environment back on an earlier version, as a new commit.
 
     validate -> needs_approval -> approve_<env>_rollback -> four_eyes_<env>_rollback | no_approval
-      -> apply -> wait_synced -> smoke -> record_smoke
+      -> apply -> rollout -> wait_synced | helm_<env> (the `helm` deploy strategy) -> smoke -> record_smoke
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from release.config import PlatformConfig
-from release.promote import NAME_RE, PromotionError, _plain, run_planner, task_four_eyes
+from release.promote import NAME_RE, PromotionError, _plain, helm_pod, roll_out, run_planner, task_four_eyes, task_rollout
 from release.registry import MAX_REASON, USER_RE, VERSION_RE, NoRollbackTarget
 
 
@@ -52,6 +52,7 @@ def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -
         "items": [{"service": service, "version": target.version}],
         "needs_approval": approval.required_for_rollback, "approvers": approval.approvers,
         "kubernetes_conn_id": config.environments[env].kubernetes_conn_id, "namespace": config.environments[env].namespace,
+        "deploy_strategy": config.environments[env].deploy_strategy,
         "argocd_namespace": namespace, "argocd_application": application,
         "smoke_args": smoke_args(config, [service], env),
         "subject": f"Roll {service} in {env} back from {current.version} to {target.version}?",
@@ -69,7 +70,6 @@ def task_needs_approval(**context) -> str:
 
 
 def task_apply(**context) -> dict:
-    from release.argocd import request_sync
     from release.config import load_config
     from release.registry import Registry
 
@@ -77,8 +77,8 @@ def task_apply(**context) -> dict:
     result = Registry.from_config(load_config()).record_rollback(
         plan["env"], [plan["service"]], by=plan["requester"], run_id=context["run_id"], reason=plan["reason"],
         to_version=plan["to_version"], outcome="rolled_back")
-    request_sync(plan["kubernetes_conn_id"], plan["argocd_namespace"], plan["argocd_application"], result.sha)
-    print(f"rolled {plan['service']} in {plan['env']} back to {plan['to_version']} in commit {result.sha}; sync requested")
+    print(f"rolled {plan['service']} in {plan['env']} back to {plan['to_version']} in commit {result.sha}; "
+          f"{roll_out(plan, result.sha)}")
     return {"gitops_commit": result.sha}
 
 
@@ -100,8 +100,9 @@ Trigger with `service`, `env`, optionally `to_version` (default: the newest earl
 that was successfully deployed there and never rolled back) and `reason`. The target must
 have been deployed in that environment before. Where the environment's policy says so
 (`approval.required_for_rollback`), another approver confirms first (four-eyes). One commit
-puts the exact earlier digest back; Argo CD syncs it and the smoke test runs. History shows
-the replaced version as `rolled_back`, with the reason.
+puts the exact earlier digest back; Argo CD syncs it (or, for an environment with the `helm`
+deploy strategy, `helm upgrade --install --atomic --wait` deploys exactly that commit) and the
+smoke test runs. History shows the replaced version as `rolled_back`, with the reason.
 """
 
 
@@ -115,6 +116,7 @@ def build_rollback_dag(config: PlatformConfig):
 
     from release.argocd import ApplicationSyncedSensor
     from release.assets import REGISTRY
+    from release.notify import on_failure
     from release.pods import PodStep, pod_operator
 
     plan = "ti.xcom_pull(task_ids='validate')"
@@ -124,6 +126,7 @@ def build_rollback_dag(config: PlatformConfig):
         schedule=None,
         start_date=datetime(2026, 1, 1),
         catchup=False,
+        default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
         max_active_runs=1,
         tags=["release", "rollback"],
         doc_md=DOC,
@@ -154,9 +157,14 @@ def build_rollback_dag(config: PlatformConfig):
             task_id="wait_synced", kubernetes_conn_id=conn, namespace="{{ %s['argocd_namespace'] }}" % plan,
             application="{{ %s['argocd_application'] }}" % plan,
             revision="{{ ti.xcom_pull(task_ids='apply')['gitops_commit'] }}", poll_interval=1.0)
+        # The smoke test follows whichever rollout the branch picked (the other is skipped).
         smoke = pod_operator("smoke", PodStep("smoke", config.pipelines.tools.curl, args=[]), service="rollback",
-                             commit="rollback", namespace="{{ %s['namespace'] }}" % plan, kubernetes_conn_id=conn)
+                             commit="rollback", namespace="{{ %s['namespace'] }}" % plan, kubernetes_conn_id=conn,
+                             trigger_rule="none_failed_min_one_success")
         smoke.arguments = "{{ %s['smoke_args'] }}" % plan
         record = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke, outlets=[REGISTRY])
-        validate >> needs_approval >> no_approval >> apply >> wait >> smoke >> record
+        rollout = BranchPythonOperator(task_id="rollout", python_callable=task_rollout("wait_synced", "helm"))
+        helm = [helm_pod(config, e, "helm", "apply", "rollback", "rollback")
+                for e in config.env_order if config.environments[e].deploy_strategy == "helm"]
+        validate >> needs_approval >> no_approval >> apply >> rollout >> [wait, *helm] >> smoke >> record
     return dag

@@ -8,7 +8,7 @@ through a shell.
 from __future__ import annotations
 
 from release.config import PlatformConfig
-from release.pods import ARTIFACTS_MOUNT, PodStep, Resources, SecretEnv, SecretVolume, SecurityException
+from release.pods import ARTIFACTS_MOUNT, InitContainer, PodStep, Resources, SecretEnv, SecretVolume, SecurityException
 
 COMMIT = "{{ params.commit }}"
 DIGEST = "{{ ti.xcom_pull(task_ids='build')['containerimage.digest'] }}"
@@ -116,9 +116,10 @@ def attest_sbom(config: PlatformConfig, service: str) -> PodStep:
     )
 
 
-def smoke(config: PlatformConfig, service: str, env: str) -> PodStep:
+def smoke(config: PlatformConfig, service: str, env: str, namespace: str | None = None) -> PodStep:
+    """Curl the service's smoke endpoints in `env`, or in `namespace` (a restored copy of it)."""
     s = config.services[service]
-    host = f"http://{service}.{config.environments[env].namespace}.svc.cluster.local"
+    host = f"http://{service}.{namespace or config.environments[env].namespace}.svc.cluster.local"
     targets = [arg for path in s.smoke.endpoints for arg in ("--output", "/dev/null", f"{host}:{s.smoke.port}{path}")]
     return PodStep(
         f"smoke-{env}", config.pipelines.tools.curl,
@@ -126,4 +127,93 @@ def smoke(config: PlatformConfig, service: str, env: str) -> PodStep:
               "--retry", str(s.smoke.retries), "--retry-delay", str(s.smoke.interval_seconds), "--retry-all-errors",
               "--write-out", "%{url} %{http_code}\\n", *targets],
         resources=Resources(cpu="50m", memory="32Mi", cpu_limit="200m", memory_limit="64Mi"),
+    )
+
+
+# -- the helm deploy strategy ------------------------------------------------------------
+
+GITOPS_CHECKOUT = "/workspace/gitops"
+GITOPS_CREDENTIALS_DIR = "/gitops-credentials"
+# readOnlyRootFilesystem: helm's config, cache and data, and git's HOME, live on the /tmp emptyDir.
+HELM_ENV = {"HOME": "/tmp", "HELM_CACHE_HOME": "/tmp/helm/cache", "HELM_CONFIG_HOME": "/tmp/helm/config",
+            "HELM_DATA_HOME": "/tmp/helm/data"}
+
+
+def helm_pool(env: str) -> str:
+    """One slot per environment: two `helm upgrade`s of one release at once fail ("another
+    operation is in progress"), so pipelines, promotions and rollbacks take turns."""
+    return f"helm-{env}"
+
+
+def gitops_clone_url(config: PlatformConfig) -> str:
+    """The repository the registry writes to, without a password a URL might carry: pods
+    authenticate with `helm.gitops_secret`, never with something in their arguments."""
+    from urllib.parse import urlparse
+
+    from release.config import data_dir
+
+    # Same default as release.gitops.default_repo_path(); importing gitops (GitPython) here
+    # would cost every DAG parse.
+    url = config.gitops.url or (data_dir() / "gitops.git").resolve().as_uri()
+    parsed = urlparse(url)
+    userinfo, _, host = parsed.netloc.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    return parsed._replace(netloc=f"{userinfo.split(':', 1)[0]}@{host}").geturl()
+
+
+def _fetch_gitops(config: PlatformConfig, env: str, revision: str) -> tuple[InitContainer, InitContainer]:
+    """Clone the GitOps branch, then check out exactly `revision`: the commit the platform
+    wrote, whatever was pushed after it."""
+    secret = config.environments[env].helm.gitops_secret
+    git_env = {"HOME": "/tmp", "GIT_TERMINAL_PROMPT": "0"}
+    mounts: tuple[SecretVolume, ...] = ()
+    if secret:
+        # The secret's .gitconfig is git's global config: credentials stay in files of the
+        # read-only volume, out of the arguments, the environment and the logs.
+        git_env["GIT_CONFIG_GLOBAL"] = f"{GITOPS_CREDENTIALS_DIR}/.gitconfig"
+        mounts = (SecretVolume(secret, GITOPS_CREDENTIALS_DIR),)
+    git = config.pipelines.tools.git
+    clone = InitContainer(
+        "fetch-gitops", git, cmds=["git"], env=git_env, secret_volumes=mounts,
+        args=["clone", "--quiet", "--no-checkout", "--single-branch", "--branch", config.gitops.branch,
+              gitops_clone_url(config), GITOPS_CHECKOUT])
+    checkout = InitContainer(
+        "checkout-gitops", git, cmds=["git"], env={"HOME": "/tmp"},
+        args=["-C", GITOPS_CHECKOUT, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", revision])
+    return clone, checkout
+
+
+def helm_deploy(config: PlatformConfig, env: str, revision: str, step: str | None = None) -> PodStep:
+    """`helm upgrade --install --atomic --wait` of `env`'s umbrella chart at GitOps commit
+    `revision` (a template of the task that wrote it): what Argo CD would sync, with the
+    same release name and the same values files as the ApplicationSet gives it."""
+    from release.umbrella import umbrella_dir
+
+    environment = config.environments[env]
+    chart = f"{GITOPS_CHECKOUT}/{umbrella_dir(env)}"
+    clone, checkout = _fetch_gitops(config, env, revision)
+    # umbrella/<env>/charts/ is git-ignored (Argo CD builds it itself), so helm must package
+    # the service charts named in Chart.yaml first; all are file:// paths in the checkout
+    # (their service-lib link included), so nothing is fetched and no repository refreshed.
+    dependencies = InitContainer("helm-dependencies", config.pipelines.tools.helm, cmds=["helm"], env=HELM_ENV,
+                                 args=["dependency", "update", "--skip-refresh", chart])
+    return PodStep(
+        step or f"helm-{env}", config.pipelines.tools.helm,
+        cmds=["helm"],
+        args=["upgrade", "--install", "--atomic", "--wait", "--timeout", f"{environment.helm.timeout_minutes}m",
+              "--namespace", environment.namespace,
+              # `helm history` then says which GitOps commit each revision deployed.
+              "--description", f"GitOps commit {revision}",
+              "--values", f"{chart}/values.yaml",
+              "--values", f"{GITOPS_CHECKOUT}/environments/{env}/values.yaml",
+              config.helm_release(env), chart],
+        env=HELM_ENV,
+        scratch=("/tmp", "/workspace"),
+        init=(clone, checkout, dependencies),
+        exception=SecurityException(
+            reason="helm deploys the release through the Kubernetes API, so its container (not the git "
+                   f"containers before it) gets the token of ServiceAccount {environment.helm.service_account}; "
+                   "otherwise fully hardened",
+            api_service_account=environment.helm.service_account),
     )

@@ -24,12 +24,13 @@ def test_plan_moves_the_exact_digest(config, state):
     assert plan["needs_approval"] and plan["approvers"] == ["alice", "bob"] and plan["items"][0]["replaces"] is None
 
 
-def test_environments_deployed_with_helm_are_refused_before_anything(config, state):
+def test_the_plan_says_how_to_env_deploys(config, state):
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     raw["environments"]["prod"]["deploy_strategy"] = "helm"
     helm = parse_config(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.raises(PromotionError, match="to_env: prod deploys with 'helm'"):
-        plan_promotion({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "go"}, helm, state, "alice")
+    params = {"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "go"}
+    assert plan_promotion(params, helm, state, "alice")["deploy_strategy"] == "helm"
+    assert plan_promotion(params, config, state, "alice")["deploy_strategy"] == "argocd"
 
 
 @pytest.mark.parametrize("responder,message", [
@@ -43,3 +44,64 @@ def test_four_eyes(config, state, responder, message):
     assert check_four_eyes(plan, {"chosen_options": ["Approve"], "responded_by_user": {"id": "bob", "name": "bob"}}) == "bob"
     with pytest.raises(PromotionError, match="not approved"):
         check_four_eyes(plan, {"chosen_options": ["Reject"], "responded_by_user": {"id": "bob", "name": "bob"}})
+
+
+# -- the scan gate and the nightly re-scan ---------------------------------------------------
+
+
+def _scan_plan(config, evidence: dict) -> dict:
+    from datetime import date
+
+    from release.promote import gate_scan
+
+    s = RegistryState()
+    s.deploy("dev", request_for(config, "service-a", "1.1", "3", **evidence), by="alice", run_id="r", at="2026-11-01T00:00:00Z")
+    plan = plan_promotion({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "go"}, config, s, "alice")
+    return lambda cfg=config: gate_scan(plan, cfg, date.today())
+
+
+def _summary(name: str, critical: bool = False) -> dict:
+    import json
+    from datetime import date
+    from pathlib import Path
+
+    from release.scan import ScanPolicy, evaluate_report
+
+    trivy = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
+    report = json.loads((trivy / name).read_text())
+    if critical:  # the CRITICAL musl finding of Trivy's alpine-39 report
+        musl = [v for v in json.loads((trivy / "alpine-39.json").read_text())["Results"][0]["Vulnerabilities"]
+                if v["VulnerabilityID"] == "CVE-2019-14697"]
+        report["Results"][0]["Vulnerabilities"] += musl
+    return evaluate_report(report, ScanPolicy(), date.today()).to_dict()
+
+
+def test_gate_scan_judges_the_nightly_rescan_summary_and_honours_a_later_allow_entry(config):
+    from datetime import date, timedelta
+
+    rescan = {"passed": False, "blocking": ["CVE-2019-14697"], "summary": _summary("alpine-310.json", critical=True),
+              "scanned_at": "2026-11-26T03:00:05Z"}
+    gate = _scan_plan(config, {"scan": _summary("alpine-310.json"), "rescan": rescan})
+    with pytest.raises(PromotionError, match=r"the nightly re-scan of 2026-11-26T03:00:05Z found blocking CVEs under "
+                                             r"staging's policy: CVE-2019-14697"):
+        gate()
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["environments"]["staging"]["scan_policy"] = {"allow": [
+        {"id": "CVE-2019-14697", "reason": "not reachable", "expires": (date.today() + timedelta(days=7)).isoformat()}]}
+    (line,) = gate(parse_config(yaml.safe_dump(raw, sort_keys=False)))
+    assert "nightly re-scan" in line and "allowed CVE-2019-14697" in line
+
+
+def test_gate_scan_prefers_the_rescan_over_the_pipeline_scan(config):
+    # The pipeline's scan blocked; the nightly re-scan of the same digest no longer finds it.
+    rescan = {"passed": True, "blocking": [], "summary": _summary("alpine-310.json"), "scanned_at": "t"}
+    (line,) = _scan_plan(config, {"scan": _summary("alpine-39.json"), "rescan": rescan})()
+    assert "nightly re-scan" in line and "PASSED" in line
+
+
+def test_gate_scan_without_a_rescan_summary_keeps_refusing_a_failed_rescan(config):
+    gate = _scan_plan(config, {"scan": _summary("alpine-310.json"), "rescan": {"passed": False, "blocking": ["CVE-2019-14697"]}})
+    with pytest.raises(PromotionError, match="the nightly re-scan found blocking CVEs: CVE-2019-14697"):
+        gate()
+    (line,) = _scan_plan(config, {"scan": _summary("alpine-310.json")})()
+    assert "PASSED" in line and "re-scan" not in line

@@ -262,10 +262,30 @@ def _schema_error(manifest: str) -> str | None:
     return None
 
 
+DRILL_PREFIX = "drill-"  # the restore drill's scratch namespaces (release.backups.scratch_namespace)
+
+
+def is_drill_cleanup(doc: dict) -> bool:
+    """The one cluster-wide grant allowed: get and delete the restore drill's own scratch
+    namespaces, by name. A namespace is cluster-scoped, so no Role can grant deleting it."""
+    if doc.get("kind") == "ClusterRole":
+        rules = doc.get("rules") or []
+        return bool(rules) and all(
+            rule.get("apiGroups") == [""] and rule.get("resources") == ["namespaces"]
+            and set(rule.get("verbs") or []) <= {"get", "delete"}
+            and rule.get("resourceNames") and all(str(n).startswith(DRILL_PREFIX) for n in rule["resourceNames"])
+            for rule in rules)
+    if doc.get("kind") == "ClusterRoleBinding":
+        return (str((doc.get("roleRef") or {}).get("name", "")).startswith("release-platform-drill-")
+                and all(s.get("kind") == "ServiceAccount" for s in doc.get("subjects") or []))
+    return False
+
+
 def check_rbac(doc: dict, where: str) -> list[str]:
     kind, name = doc.get("kind"), _name(doc)
-    if kind in CLUSTER_WIDE_KINDS:
-        return [f"{where}: {name}: cluster-wide RBAC; grant per namespace with Role and RoleBinding"]
+    if kind in CLUSTER_WIDE_KINDS and not is_drill_cleanup(doc):
+        return [f"{where}: {name}: cluster-wide RBAC; grant per namespace with Role and RoleBinding "
+                f"(the only exception: get/delete of the restore drill's {DRILL_PREFIX}* namespaces by name)"]
     if kind == "Secret":
         return [f"{where}: {name}: Secret objects do not belong in git; keep the value in Vault and reference it by name"]
     problems = []
@@ -330,6 +350,10 @@ def check_cluster_file(env: str, namespace: str, docs: list[dict], where: str) -
     account = None
     for doc in docs:
         kind, name, ns = doc.get("kind"), _name(doc), (doc.get("metadata") or {}).get("namespace")
+        if kind in CLUSTER_WIDE_KINDS and is_drill_cleanup(doc):
+            if kind == "ClusterRole" and any(rule["resourceNames"] != [f"{DRILL_PREFIX}{namespace}"] for rule in doc["rules"]):
+                problems.append(f"{where}: {name}: resourceNames must be [{DRILL_PREFIX}{namespace}]: only this environment's drill copy")
+            continue
         if kind not in CLUSTER_KINDS:
             problems.append(f"{where}: {name}: a target cluster gets only {', '.join(sorted(CLUSTER_KINDS))} from the platform")
             continue

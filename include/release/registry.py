@@ -412,27 +412,46 @@ class Registry:
     def record_evidence(self, env: str, updates: dict[str, dict[str, Any]], *, by: str, run_id: str) -> CommitResult:
         """Add gate evidence (e.g. a passed smoke test) to what runs in `env`: one commit.
 
-        `updates` maps service -> {version, evidence keys...}; an update for a version that no
-        longer runs there is dropped, so late evidence never lands on the wrong version.
+        `updates` maps service -> {version, evidence keys...}; see `record_evidence_across`.
+        """
+        return self.record_evidence_across({env: updates}, by=by, run_id=run_id)
+
+    def record_evidence_across(
+        self, updates: dict[str, dict[str, dict[str, Any]]], *, by: str, run_id: str
+    ) -> CommitResult:
+        """Add gate evidence to what runs in several environments: one commit for all of them.
+
+        `updates` maps env -> service -> {version, evidence keys...}, optionally with `image`
+        to pin the exact digest too. An update for a version (or image) that no longer runs
+        there is dropped, so late evidence never lands on the wrong version; when nothing is
+        left, nothing is committed (the result's sha is None).
         """
         validate_actor(by, run_id, "")
+        for env in updates:
+            if env not in self.config.environments:
+                raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(self.config.env_order)}")
 
         def mutate(state: RegistryState) -> str | None:
-            lines = []
-            for service, update in updates.items():
-                version, fields = update["version"], {k: v for k, v in update.items() if k != "version"}
-                current = state.environments.get(env, {}).get(service)
-                if current is None or current.version != version:
-                    continue
-                evidence = canonical({**current.evidence, **fields})
-                state.environments[env][service] = replace(current, evidence=evidence)
-                i = state._latest_current_entry(env, service)
-                if i is not None:
-                    state.entries[i] = replace(state.entries[i], evidence=evidence)
-                lines.append(f"- {service} {version}: {', '.join(sorted(fields))}")
+            lines, envs = [], []
+            for env in [e for e in self.config.env_order if e in updates]:
+                for service, update in updates[env].items():
+                    version, image = update["version"], update.get("image")
+                    fields = {k: v for k, v in update.items() if k not in ("version", "image")}
+                    current = state.environments.get(env, {}).get(service)
+                    if current is None or current.version != version or (image is not None and current.image != image):
+                        continue
+                    evidence = canonical({**current.evidence, **fields})
+                    state.environments[env][service] = replace(current, evidence=evidence)
+                    i = state._latest_current_entry(env, service)
+                    if i is not None:
+                        state.entries[i] = replace(state.entries[i], evidence=evidence)
+                    lines.append(f"- {env}: {service} {version}: {', '.join(sorted(fields))}"
+                                 if len(updates) > 1 else f"- {service} {version}: {', '.join(sorted(fields))}")
+                    if env not in envs:
+                        envs.append(env)
             if not lines:
                 return None
-            return _message(f"Record evidence in {env}", lines, by, run_id, "")
+            return _message(f"Record evidence in {', '.join(envs)}", lines, by, run_id, "")
 
         return self._commit(mutate, by=by)
 

@@ -25,8 +25,8 @@ def test_no_import_errors(bag):
 
 
 def test_expected_dags_exist(bag):
-    assert {"umbrella-chart", "release-dispatch", "promote", "rollback",
-            "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
+    assert {"umbrella-chart", "release-dispatch", "promote", "rollback", "velero-backups", "velero-restore-drill", "image-rescan",
+            "image-rescan", "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
 
 
 def test_house_rules(bag):
@@ -34,6 +34,31 @@ def test_house_rules(bag):
         assert dag.doc_md and len(dag.doc_md) > 100, f"{dag_id}: doc_md says what it does"
         assert dag.tags and "release" in dag.tags, f"{dag_id}: tagged 'release'"
         assert dag.catchup is False, f"{dag_id}: catchup off"
+
+
+def test_every_task_of_every_dag_notifies_when_it_fails(bag):
+    from release.notify import FailureNotifier
+
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(cb, FailureNotifier) for cb in callbacks), f"{dag_id}.{task.task_id} fails silently"
+
+
+NIGHTLY = {"velero-backups": "backups", "velero-restore-drill": "restore_drill", "image-rescan": "rescan"}
+
+
+def test_nightly_dags_run_on_the_configured_utc_schedules(bag, config, tmp_path, monkeypatch):
+    for dag_id, key in NIGHTLY.items():
+        timetable = bag.dags[dag_id].timetable
+        assert timetable.summary == getattr(config.nightly, key).schedule and str(timetable._timezone) == "UTC"
+        assert bag.dags[dag_id].max_active_runs == 1  # a slow night never overlaps the next
+    from tests.dags.test_promote import override_config
+
+    override_config(tmp_path, monkeypatch, lambda raw: raw.update(nightly={k: {"schedule": "15 1 * * 1-5"} for k in NIGHTLY.values()}))
+    changed = dagbag()
+    assert all(changed.dags[d].timetable.summary == "15 1 * * 1-5" for d in NIGHTLY)
 
 
 def test_broken_config_is_an_import_error_naming_the_problem(tmp_path, monkeypatch):

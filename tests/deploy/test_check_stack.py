@@ -273,7 +273,26 @@ def test_grants_are_exactly_what_the_platform_uses(stack, env):
         *((ns, "events", v, ()) for v in ("list", "watch")),
         *(("argocd", "applications", v, app) for v in ("get", "list", "watch", "patch")),
         *(("velero", r, v, ()) for r in ("backups", "restores") for v in ("create", "get", "list", "watch")),
+        *(("velero", "downloadrequests", v, ()) for v in ("create", "get", "delete")),
     }
+    cluster_wide = {(r, v, tuple(rule.get("resourceNames", ())))
+                    for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    # Only prod is drilled (the config's default): only prod may delete its drill copy, and only that.
+    assert cluster_wide == ({("namespaces", v, ("drill-apps-prod",)) for v in ("get", "delete")} if env == "prod" else set())
+
+
+@pytest.mark.parametrize("widen, reported", [
+    (lambda rule: rule.update(resourceNames=["apps-prod"]), "cluster-wide RBAC"),
+    (lambda rule: rule.update(verbs=["get", "delete", "create"]), "cluster-wide RBAC"),
+    (lambda rule: rule.pop("resourceNames"), "cluster-wide RBAC"),
+    (lambda rule: rule.update(resourceNames=["drill-apps-dev"]), "resourceNames must be [drill-apps-prod]"),
+])
+def test_the_drill_cleanup_grant_cannot_be_widened(checker, stack, widen, reported):
+    def break_it(docs):
+        widen(next(d for d in docs if d["kind"] == "ClusterRole")["rules"][0])
+
+    stack.edit("deploy/clusters/prod.yaml", break_it)
+    assert_reported(problems_of(checker, stack), "release-platform-drill-prod", reported)
 
 
 # -- deploy/helm/values.yaml ----------------------------------------------------------------

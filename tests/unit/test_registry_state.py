@@ -157,3 +157,46 @@ def test_bad_requests_name_the_field(config, env, service, version, image, messa
 def test_bad_actor_fields(by, run_id, reason, message):
     with pytest.raises(RegistryError, match=message.replace("(", r"\(")):
         validate_actor(by, run_id, reason)
+
+
+# -- evidence across environments (a real GitOps repository) ------------------------------------
+
+
+def test_evidence_across_environments_is_one_commit_and_drops_stale_versions(registry, config):
+    import git
+
+    registry.record_deployment("dev", [request_for(config, "service-a", "1.1", "3"), request_for(config, "service-b", "2.0", "2")],
+                               by="alice", run_id="r1")
+    registry.record_deployment("staging", [request_for(config, "service-a", "1.0", "1")], by="alice", run_id="r0")
+    repo = git.Repo(registry.store.url.removeprefix("file://"))
+    head = repo.commit("main").hexsha
+    rescan = {"passed": False, "blocking": ["CVE-2019-14697"]}
+    result = registry.record_evidence_across({
+        "dev": {"service-a": {"version": "1.1", "rescan": rescan},
+                "service-b": {"version": "1.9", "rescan": rescan}},  # no longer runs: dropped
+        "staging": {"service-a": {"version": "1.0", "image": request_for(config, "service-a", "1.0", "1").image,
+                                  "rescan": rescan}},
+    }, by="release-platform", run_id="nightly")
+    (commit,) = list(repo.iter_commits(f"{head}..main"))
+    assert commit.hexsha == result.sha and commit.message.startswith("Record evidence in dev, staging")
+    assert "- dev: service-a 1.1: rescan" in commit.message and "service-b" not in commit.message
+    snapshot = registry.snapshot()
+    assert snapshot.current("dev")["service-a"].evidence["rescan"] == rescan
+    assert snapshot.current("staging")["service-a"].evidence["rescan"] == rescan
+    assert "rescan" not in snapshot.current("dev")["service-b"].evidence
+    assert snapshot.history(env="staging", service="service-a")[-1].evidence["rescan"] == rescan
+    # an image that does not run there (same version, other digest) and a stale version write nothing
+    stale = registry.record_evidence_across({"staging": {"service-a": {
+        "version": "1.0", "image": request_for(config, "service-a", "1.0", "9").image, "rescan": {}}}},
+        by="release-platform", run_id="nightly")
+    assert stale.sha is None and repo.commit("main").hexsha == result.sha
+    with pytest.raises(RegistryError, match="env: unknown environment 'qa'"):
+        registry.record_evidence_across({"qa": {}}, by="release-platform", run_id="nightly")
+
+
+def test_record_evidence_is_the_single_environment_case(registry, config):
+    registry.record_deployment("dev", [request_for(config, "service-a", "1.1", "3")], by="alice", run_id="r1")
+    result = registry.record_evidence("dev", {"service-a": {"version": "1.1", "smoke": {"passed": True}}},
+                                      by="release-platform", run_id="r2")
+    assert result.message.startswith("Record evidence in dev\n\n- service-a 1.1: smoke")
+    assert registry.state("dev")["service-a"].evidence["smoke"] == {"passed": True}

@@ -1,0 +1,143 @@
+"""The Velero objects and verdicts the nightly DAGs build, as plain data."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from release.backups import backup_envs, drill_verdict, newest_completed, scratch_namespace
+from release.config import parse_config
+from release.sandbox.validation import DNS_LABEL, validate_crd
+from release.velero import Results, VeleroStatus, backup_manifest, object_name, restore_manifest
+
+AT = datetime(2026, 11, 26, 2, 0, 5, tzinfo=timezone.utc)
+
+
+def test_names_sort_by_time_differ_per_run_and_stay_label_values():
+    a = object_name("release", "prod", AT, "scheduled__2026-11-26T02:00:00+00:00")
+    b = object_name("release", "prod", AT, "manual__2026-11-26T02:00:00+00:00")
+    assert a.startswith("release-prod-20261126-020005-") and a != b
+    long = object_name("release", "e" * 63, AT, "r")
+    assert len(long) <= 63 and DNS_LABEL.match(long)
+    assert DNS_LABEL.match(scratch_namespace("n" * 63)) and len(scratch_namespace("n" * 63)) <= 63
+
+
+def test_backup_follows_the_environment_settings_and_the_crd(config):
+    custom = parse_config("""
+services: {svc: {path: svc/, image: r.local/svc, chart: services/svc, owners: ["@t"]}}
+environments:
+  dev: {kubernetes_conn_id: k8s_dev, namespace: apps-dev}
+  prod:
+    kubernetes_conn_id: k8s_prod
+    namespace: apps-prod
+    backup: {namespaces: [apps-prod, data-prod], ttl_days: 90, storage_location: offsite, snapshot_volumes: false}
+""")
+    prod = backup_manifest(custom, "prod", name="n", dag_id="velero-backups", run_id="scheduled__2026-11-26T02:00:00+00:00")
+    validate_crd(prod)
+    assert prod["spec"] == {"includedNamespaces": ["apps-prod", "data-prod"], "ttl": "2160h0m0s",
+                            "storageLocation": "offsite", "snapshotVolumes": False}
+    assert prod["metadata"]["labels"]["release-platform/run"] == "scheduled__2026-11-26T02-00-00-00-00"
+    assert prod["metadata"]["annotations"]["release-platform/run-id"] == "scheduled__2026-11-26T02:00:00+00:00"
+    assert backup_manifest(custom, "dev", name="n", dag_id="d", run_id="r")["spec"]["ttl"] == "168h0m0s"
+    restore = restore_manifest(custom, "prod", name="r", backup="n", mapping={"apps-prod": "drill-a", "data-prod": "drill-b"},
+                               dag_id="d", run_id="r")
+    validate_crd(restore)
+    assert restore["spec"]["namespaceMapping"] == {"apps-prod": "drill-a", "data-prod": "drill-b"}
+    assert restore["spec"]["includeClusterResources"] is False
+
+
+def test_drills_default_to_the_last_environment_unless_marked(config):
+    assert config.drill_envs() == ["prod"]
+    marked = parse_config("""
+services: {svc: {path: svc/, image: r.local/svc, chart: services/svc, owners: ["@t"]}}
+environments:
+  dev: {kubernetes_conn_id: k8s_dev, namespace: apps-dev}
+  staging: {kubernetes_conn_id: k8s_staging, namespace: apps-staging, backup: {drill: true}}
+  prod: {kubernetes_conn_id: k8s_prod, namespace: apps-prod, backup: {enabled: false}}
+""")
+    assert marked.drill_envs() == ["staging"]
+    assert backup_envs(marked, None) == ["dev", "staging"]
+    with pytest.raises(ValueError, match="environments: 'prod' cannot be backed up; allowed values: dev, staging"):
+        backup_envs(marked, ["prod"])
+
+
+def test_status_and_results_read_as_velero_writes_them():
+    obj = {"kind": "Backup", "metadata": {"name": "b"},
+           "status": {"phase": "PartiallyFailed", "startTimestamp": "2026-11-26T02:00:01Z", "completionTimestamp": "2026-11-26T02:03:00Z",
+                      "progress": {"totalItems": 10, "itemsBackedUp": 9}, "errors": 1, "warnings": 2}}
+    s = VeleroStatus.of(obj)
+    assert (s.phase, s.items_done, s.items_total, s.errors, s.warnings, s.terminal) == ("PartiallyFailed", 9, 10, 1, 2, True)
+    assert not VeleroStatus.of({"kind": "Backup", "metadata": {"name": "b"}}).terminal  # no status yet: New
+    r = Results.parse({"errors": {"velero": ["v"], "cluster": ["c"], "namespaces": {"apps-prod": ["p1", "p2"]}},
+                       "warnings": {}})
+    assert r.errors == ["velero: v", "cluster: c", "namespace apps-prod: p1", "namespace apps-prod: p2"] and r.warnings == []
+
+
+def test_the_drill_restores_the_newest_completed_backup_of_its_own_env():
+    def b(name, env, phase, done):
+        return {"metadata": {"name": name, "labels": {"release-platform/env": env}},
+                "status": {"phase": phase, "completionTimestamp": done}}
+
+    items = [b("old", "prod", "Completed", "2026-11-24T02:05:00Z"), b("new", "prod", "Completed", "2026-11-25T02:05:00Z"),
+             b("partial", "prod", "PartiallyFailed", "2026-11-26T02:05:00Z"), b("stg", "staging", "Completed", "2026-11-26T02:05:00Z")]
+    assert newest_completed(items, "prod")["metadata"]["name"] == "new"
+    assert newest_completed(items, "dev") is None
+
+
+def test_a_drill_passes_only_when_restored_and_every_smoke_test_passed():
+    restore = {"name": "drill-1", "backup": "b", "mapping": {"apps-prod": "drill-x"}, "started": "2026-11-26T04:00:00Z"}
+    done = {"status": {"phase": "Completed"}}
+    end = datetime(2026, 11, 26, 4, 2, 30, tzinfo=timezone.utc)
+    ok = drill_verdict("prod", restore, done, {"a": "success", "b": "success"}, "r", end)
+    assert ok.problems == [] and ok.smoke_passed and ok.restored and ok.recovery_seconds == 150.0
+    smoke_failed = drill_verdict("prod", restore, done, {"a": "success", "b": "failed"}, "r", end)
+    assert smoke_failed.problems == ["smoke tests did not pass against the restored copy: b"]
+    assert smoke_failed.recovery_seconds is None and not smoke_failed.smoke_passed
+    not_restored = drill_verdict("prod", restore, None, {"a": "upstream_failed"}, "r", end)
+    assert not not_restored.restored and "did not complete" in not_restored.problems[0]
+
+
+@pytest.mark.parametrize("nightly, message", [
+    ("{backups: {schedule: 'every night'}}", "nightly.backups.schedule: 'every night' is not a cron expression"),
+    ("{rescan: {schedule: '61 * * * *'}}", "nightly.rescan.schedule: '61 * * * *' is not a cron expression"),
+    ("{restore_drill: {timeout_minutes: 0}}", "nightly.restore_drill.timeout_minutes: Input should be greater than 0"),
+    ("{backup: {}}", "nightly.backup: unknown key; allowed keys: "),
+])
+def test_bad_nightly_settings_are_refused_naming_the_key(nightly, message):
+    from release.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"""
+services: {{svc: {{path: svc/, image: r.local/svc, chart: services/svc, owners: ["@t"]}}}}
+environments: {{prod: {{kubernetes_conn_id: k8s_prod, namespace: apps-prod}}}}
+nightly: {nightly}
+""")
+    assert message in str(err.value)
+
+
+def test_backups_command_lists_records_oldest_first(data_dir, capsys):
+    from release.backups import BackupRecord, DrillRecord, write_record
+    from release.cli import main
+    from release.config import load_config
+
+    config = load_config()
+
+    def backup(env, name, phase, at):
+        return BackupRecord(env=env, name=name, phase=phase, started=at, completed=at, items_backed_up=42, items_total=42,
+                            errors=int(phase != "Completed"), warnings=0, error_messages=[], warning_messages=[],
+                            timed_out=False, run_id="r", recorded_at=at)
+
+    write_record(config, "backups", backup("prod", "release-prod-2", "PartiallyFailed", "2026-11-26T02:05:00Z"), "release-prod-2")
+    write_record(config, "backups", backup("prod", "release-prod-1", "Completed", "2026-11-25T02:05:00Z"), "release-prod-1")
+    write_record(config, "backups", backup("dev", "release-dev-1", "Completed", "2026-11-25T02:04:00Z"), "release-dev-1")
+    write_record(config, "drills", DrillRecord(env="prod", backup="release-prod-1", restore="drill-1", namespaces={},
+                                               restored=True, restore_phase="Completed", smoke_passed=True, smoke={},
+                                               recovery_seconds=151.2, problems=[], run_id="r"), "drill-1")
+    assert main(["backups", "--env", "prod"]) == 0
+    out = capsys.readouterr().out
+    assert "release-dev-1" not in out
+    assert out.index("release-prod-1") < out.index("release-prod-2") and "PartiallyFailed" in out
+    assert "151s" in out
+    assert main(["backups", "--env", "qa"]) == 2
+    assert "allowed: dev, staging, prod" in capsys.readouterr().err

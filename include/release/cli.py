@@ -127,16 +127,14 @@ def _pools_sync(args) -> int:
     from release.config import load_config
 
     config = load_config()
-    # (name, slots, description, include_deferred): re-scan pods are deferrable tasks, so their pool
-    # counts deferred ones, or it would not bound the scans running at once.
-    pools = [("builds", config.pipelines.builds_pool_slots, "image builds across all service pipelines", False),
-             ("rescans", config.nightly.rescan.pool_slots, "Trivy scans of the nightly image-rescan at once", True)]
-    # One helm upgrade of an environment's release at a time; a helm pod waits deferred, so
-    # deferred tasks count, or two could still overlap.
-    pools += [(steps.helm_pool(env), 1, f"helm upgrades of the {env} release, one at a time", True)
+    # Build, scan and helm pods wait deferred (in the triggerer), so every pool counts deferred
+    # tasks; otherwise a pool of 4 would let any number of builds run at once.
+    pools = [("builds", config.pipelines.builds_pool_slots, "image builds across all service pipelines"),
+             ("rescans", config.nightly.rescan.pool_slots, "Trivy scans of the nightly image-rescan at once")]
+    pools += [(steps.helm_pool(env), 1, f"helm upgrades of the {env} release, one at a time")
               for env, e in config.environments.items() if e.deploy_strategy == "helm"]
-    for name, slots, description, include_deferred in pools:
-        Pool.create_or_update_pool(name, slots, description, include_deferred=include_deferred)
+    for name, slots, description in pools:
+        Pool.create_or_update_pool(name, slots, description, include_deferred=True)
         print(f"pool {name}: {slots} slots")
     return 0
 

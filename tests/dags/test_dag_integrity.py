@@ -86,4 +86,6 @@ def test_pools_sync_creates_the_builds_pool(airflow_db, config):
     from release.cli import main
 
     assert main(["pools", "sync"]) == 0
-    assert Pool.get_pool("builds").slots == config.pipelines.builds_pool_slots
+    builds = Pool.get_pool("builds")
+    # Build pods wait deferred: a pool that did not count them would not bound the builds.
+    assert builds.slots == config.pipelines.builds_pool_slots and builds.include_deferred is True

@@ -276,8 +276,6 @@ def drill_verdict(env: str, restore: dict | None, restored: dict | None, smoke: 
 
 
 def task_report_drill(env: str, services: list[str], **context) -> dict:
-    from release.notify import Notice, send
-
     ti, group = context["ti"], f"drill_{env}"
     restore = ti.xcom_pull(task_ids=f"{group}.restore")
     restored = ti.xcom_pull(task_ids=f"{group}.wait_restore")
@@ -286,11 +284,7 @@ def task_report_drill(env: str, services: list[str], **context) -> dict:
     smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
     record = drill_verdict(env, restore, restored, smoke, ti.run_id, datetime.now(timezone.utc))
     write_record(_config(), "drills", record, record.restore or f"unstarted-{record.recorded_at}")
-    if record.problems:
-        send(Notice(kind="restore-drill", severity="error", title=f"Restore drill of {env} FAILED",
-                    body="; ".join(record.problems),
-                    fields={"environment": env, "backup": record.backup or "-", "restore": record.restore or "-"}),
-             context)
+    if record.problems:  # the failure callback turns this into the drill-failed alert
         _fail(f"restore drill of {env} failed: {'; '.join(record.problems)}")
     print(f"Restore drill of {env} passed: backup {record.backup} restored into "
           f"{', '.join(record.namespaces.values())}, smoke tests passed for {', '.join(services)}; "

@@ -366,7 +366,23 @@ def failure_notice(context: dict) -> Notice:
         body = f"Run {run_id} failed ({reason})." + (f" Last failed task: {task_id}." if task_id else "")
         return Notice(DAG_FAILED, f"DAG {dag_id} failed", body, "error", fields, link)
     error = _exception_text(context.get("exception"))
-    return Notice(TASK_FAILED, f"Task {dag_id}.{task_id} failed", error, "error", fields, link)
+    kind, title = classify(dag_id, task_id or "")
+    return Notice(kind, title, error, "error", fields, link)
+
+
+# Promotion gates, the approval check and validation refuse a release rather than break.
+_PROMOTION_CHECKS = ("validate", "verify_signatures", "wait_freeze")
+
+
+def classify(dag_id: str, task_id: str) -> tuple[str, str]:
+    """What a failed task means to the people told about it: (kind, title)."""
+    if dag_id == "promote" and (task_id in _PROMOTION_CHECKS or task_id.startswith(("gate_", "four_eyes_"))):
+        return PROMOTION_BLOCKED, f"Promotion blocked at {task_id}"
+    if dag_id == "velero-backups" and task_id.startswith("backup."):
+        return BACKUP_FAILED, f"Velero backup failed ({task_id})"
+    if dag_id == "velero-restore-drill" and task_id.endswith(".report"):
+        return DRILL_FAILED, f"Restore drill failed ({task_id.split('.')[0].removeprefix('drill_')})"
+    return TASK_FAILED, f"Task {dag_id}.{task_id} failed"
 
 
 def _task_notifies(context: dict) -> bool:

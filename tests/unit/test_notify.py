@@ -239,3 +239,16 @@ def test_config_notifications_errors_name_the_key(section, expected):
     with pytest.raises(ConfigError) as err:
         parse_config(_config_with(section))
     assert any(expected in line for line in err.value.errors), err.value.errors
+
+
+@pytest.mark.parametrize("dag_id, task_id, kind, title", [
+    ("promote", "gate_scan", notify.PROMOTION_BLOCKED, "Promotion blocked at gate_scan"),
+    ("promote", "four_eyes_prod", notify.PROMOTION_BLOCKED, "Promotion blocked at four_eyes_prod"),
+    ("promote", "validate", notify.PROMOTION_BLOCKED, "Promotion blocked at validate"),
+    ("promote", "smoke_staging", notify.TASK_FAILED, "Task promote.smoke_staging failed"),
+    ("velero-backups", "backup.wait", notify.BACKUP_FAILED, "Velero backup failed (backup.wait)"),
+    ("velero-restore-drill", "drill_prod.report", notify.DRILL_FAILED, "Restore drill failed (prod)"),
+    ("velero-restore-drill", "drill_prod.wait_restore", notify.TASK_FAILED, "Task velero-restore-drill.drill_prod.wait_restore failed"),
+])
+def test_failures_that_refuse_or_lose_something_are_named_for_what_they_are(dag_id, task_id, kind, title):
+    assert notify.classify(dag_id, task_id) == (kind, title)

@@ -42,6 +42,9 @@ def airflow_init() -> None:
     print(f"Passwords: {create_users()}")
     if release(["gitops", "init"]) != 0:
         raise SystemExit("could not create the local GitOps repository")
+    # builds, rescans and helm-<env>: without them those tasks would wait for a pool forever.
+    if release(["pools", "sync"]) != 0:
+        raise SystemExit("could not create the Airflow pools")
 
 
 def create_users() -> Path:

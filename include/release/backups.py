@@ -129,7 +129,7 @@ def task_create_backup(env: str, **context) -> dict:
     manifest = velero.backup_manifest(config, env, name=name, dag_id=run.dag_id, run_id=run.run_id)
     conn_id = config.environments[env].kubernetes_conn_id
     created = velero.create(conn_id, manifest)
-    spec = manifest["spec"]
+    spec, name = manifest["spec"], created["metadata"]["name"]
     print(f"Backup {manifest['metadata']['namespace']}/{name} of {', '.join(spec['includedNamespaces'])}: "
           f"ttl {spec['ttl']}, location {spec['storageLocation']}, volume snapshots {spec['snapshotVolumes']}")
     return {"kubernetes_conn_id": conn_id, "kind": "Backup", "namespace": created["metadata"]["namespace"],
@@ -244,7 +244,7 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
     name = velero.object_name("drill", env, run.run_after, run.run_id)
     manifest = velero.restore_manifest(config, env, name=name, backup=backup, mapping=mapping,
                                        dag_id=run.dag_id, run_id=run.run_id)
-    velero.create(conn_id, manifest)
+    name = velero.create(conn_id, manifest)["metadata"]["name"]
     print(f"Restore {name}: backup {backup} into {', '.join(f'{k} -> {v}' for k, v in mapping.items())}")
     return {"kubernetes_conn_id": conn_id, "kind": "Restore", "namespace": manifest["metadata"]["namespace"],
             "name": name, "env": env, "backup": backup, "mapping": mapping, "started": _now(),
@@ -376,5 +376,8 @@ def build_drill_dag(config: PlatformConfig):
                 wait >> smokes >> report
                 if not smokes:
                     wait >> report
+                # A teardown: it runs whatever happened, and the run's state stays the drill's verdict
+                # (with on_failure_fail_dagrun the teardown's success would hide a failed drill). A
+                # copy left behind still alerts, through the task's failure callback.
                 report >> cleanup.as_teardown(setups=restore)
     return dag

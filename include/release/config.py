@@ -199,6 +199,9 @@ class Backup(_Strict):
     snapshot_volumes: bool = True
     velero_namespace: DnsLabel = "velero"
     drill: bool | None = Field(None, description="restore-drill this environment; default: the last environment only")
+    drill_excluded_resources: list[str] = Field(
+        default_factory=lambda: ["ingresses.networking.k8s.io", "cronjobs.batch", "jobs.batch"],
+        description="kinds the drill does not restore into its copy (Velero excludedResources)")
 
 
 class Environment(_Strict):

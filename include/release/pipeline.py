@@ -84,17 +84,16 @@ def task_image_ref(service: str, build_result: Any) -> str:
 
 def task_scan_gate(service: str, commit: str) -> dict:
     import json
-    from datetime import date
 
     from release.config import load_config
-    from release.scan import ScanReportError, evaluate_report
+    from release.scan import ScanReportError, evaluate_report, utc_today
 
     config = load_config()
     env = config.env_order[0]
     report_path = config.artifacts_dir() / service / commit / "trivy.json"
     try:
         report = json.loads(report_path.read_text())
-        summary = evaluate_report(report, scan_policy_for(config, service, env), date.today())
+        summary = evaluate_report(report, scan_policy_for(config, service, env), utc_today())
     except (OSError, ValueError, ScanReportError) as exc:
         _fail(f"scan-gate: cannot read the Trivy report {report_path}: {exc}")
     print(summary.describe())

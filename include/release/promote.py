@@ -267,8 +267,10 @@ def task_gate_smoke(**context) -> list[str]:
 
 
 def task_gate_scan(**context) -> list[str]:
+    from release.scan import utc_today
+
     try:
-        lines = gate_scan(_plan(context), _config(), date.today())
+        lines = gate_scan(_plan(context), _config(), utc_today())
     except PromotionError as exc:
         _fail(str(exc))
     print("\n".join(lines))

@@ -298,13 +298,14 @@ def task_targets(**context) -> list[dict]:
 
 def task_evaluate(**context) -> dict:
     from release.registry import Registry
+    from release.scan import utc_today
 
     targets = context["ti"].xcom_pull(task_ids="targets")
     if targets is None:
         _fail("evaluate: the targets task left no targets (did it fail?)")
     config = _config()
     result = evaluate_all(config, targets, Registry.from_config(config).snapshot(), config.artifacts_dir(),
-                          today=date.today(), run_id=context["run_id"],
+                          today=utc_today(), run_id=context["run_id"],
                           scanned_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))
     print("\n".join(result["lines"] + [f"ERROR {e}" for e in result["errors"]]) or "no targets")
     return result
@@ -384,7 +385,8 @@ def build_rescan_dag(config: PlatformConfig):
         evaluate = PythonOperator(task_id="evaluate", python_callable=task_evaluate, trigger_rule="all_done",
                                   retries=0)
         record = PythonOperator(task_id="record", python_callable=task_record, outlets=[REGISTRY])
-        notify = PythonOperator(task_id="notify", python_callable=task_notify, trigger_rule="all_done")
+        # Not after a failed record: the findings would claim a block the registry does not hold.
+        notify = PythonOperator(task_id="notify", python_callable=task_notify, trigger_rule="none_failed")
         verdict = PythonOperator(task_id="verdict", python_callable=task_verdict, trigger_rule="all_done")
         targets >> scan >> evaluate >> record >> notify >> verdict
     return dag

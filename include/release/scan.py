@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from enum import Enum
 from typing import Any
 
@@ -311,6 +311,11 @@ def _judge(rows: list[dict], policy: ScanPolicy, today: date) -> ScanSummary:
         counts=_tally(rows), blocking=blocking, allowed=allowed, expired_allowances=expired_hit,
         ignored_unfixed=ignored, passed=not blocking, threshold=policy.threshold.value, findings=rows,
     )
+
+
+def utc_today() -> date:
+    """The day allow-list expiry dates are judged on: UTC's, like the schedules, whatever the worker's zone."""
+    return datetime.now(timezone.utc).date()
 
 
 def evaluate(findings: list[Finding], policy: ScanPolicy, today: date) -> ScanSummary:

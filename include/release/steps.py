@@ -156,15 +156,22 @@ def gitops_clone_url(config: PlatformConfig) -> str:
     # would cost every DAG parse.
     url = config.gitops.url or (data_dir() / "gitops.git").resolve().as_uri()
     parsed = urlparse(url)
-    userinfo, _, host = parsed.netloc.rpartition("@")
-    if ":" not in userinfo:
+    userinfo, at, host = parsed.netloc.rpartition("@")
+    if not at:
         return url
-    return parsed._replace(netloc=f"{userinfo.split(':', 1)[0]}@{host}").geturl()
+    # Over http(s) a lone user name is often a token (https://<token>@github.com/...): drop it
+    # all. An ssh user (git@) is an account name, not a secret; its password part still goes.
+    keep = f"{userinfo.split(':', 1)[0]}@" if parsed.scheme == "ssh" else ""
+    return parsed._replace(netloc=f"{keep}{host}").geturl()
 
 
 def _fetch_gitops(config: PlatformConfig, env: str, revision: str) -> tuple[InitContainer, InitContainer]:
-    """Clone the GitOps branch, then check out exactly `revision`: the commit the platform
-    wrote, whatever was pushed after it."""
+    """Clone the tip of the GitOps branch, and prove `revision` (the commit this run wrote) is in it.
+
+    The tip, not `revision` itself: upgrades of a release queue in a pool, not in commit
+    order, so an older run deploying its own commit after a newer one would put the newer
+    one's services back. Everything on the branch passed its gates; a missing `revision`
+    means the history was rewritten, and the pod fails before helm runs."""
     secret = config.environments[env].helm.gitops_secret
     git_env = {"HOME": "/tmp", "GIT_TERMINAL_PROMPT": "0"}
     mounts: tuple[SecretVolume, ...] = ()
@@ -176,18 +183,18 @@ def _fetch_gitops(config: PlatformConfig, env: str, revision: str) -> tuple[Init
     git = config.pipelines.tools.git
     clone = InitContainer(
         "fetch-gitops", git, cmds=["git"], env=git_env, secret_volumes=mounts,
-        args=["clone", "--quiet", "--no-checkout", "--single-branch", "--branch", config.gitops.branch,
+        args=["clone", "--quiet", "--single-branch", "--branch", config.gitops.branch,
               gitops_clone_url(config), GITOPS_CHECKOUT])
-    checkout = InitContainer(
-        "checkout-gitops", git, cmds=["git"], env={"HOME": "/tmp"},
-        args=["-C", GITOPS_CHECKOUT, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", revision])
-    return clone, checkout
+    verify = InitContainer(
+        "verify-gitops", git, cmds=["git"], env={"HOME": "/tmp"},
+        args=["-C", GITOPS_CHECKOUT, "merge-base", "--is-ancestor", revision, "HEAD"])
+    return clone, verify
 
 
 def helm_deploy(config: PlatformConfig, env: str, revision: str, step: str | None = None) -> PodStep:
-    """`helm upgrade --install --atomic --wait` of `env`'s umbrella chart at GitOps commit
-    `revision` (a template of the task that wrote it): what Argo CD would sync, with the
-    same release name and the same values files as the ApplicationSet gives it."""
+    """`helm upgrade --install --atomic --wait` of `env`'s umbrella chart at the GitOps branch
+    tip, which contains `revision` (a template of the task that wrote it): what Argo CD would
+    sync, with the same release name and the same values files as the ApplicationSet gives it."""
     from release.umbrella import umbrella_dir
 
     environment = config.environments[env]
@@ -204,7 +211,7 @@ def helm_deploy(config: PlatformConfig, env: str, revision: str, step: str | Non
         args=["upgrade", "--install", "--atomic", "--wait", "--timeout", f"{environment.helm.timeout_minutes}m",
               "--namespace", environment.namespace,
               # `helm history` then says which GitOps commit each revision deployed.
-              "--description", f"GitOps commit {revision}",
+              "--description", f"GitOps commit {revision} or later",
               "--values", f"{chart}/values.yaml",
               "--values", f"{GITOPS_CHECKOUT}/environments/{env}/values.yaml",
               config.helm_release(env), chart],

@@ -17,6 +17,7 @@ from release.registry import Registry
 from tests.dags.test_promote import as_user, override_config, promote, release, world  # noqa: F401 - shared fixtures
 from tests.dags.test_rollback import rollback, staging  # noqa: F401 - shared fixtures
 from tests.dags.test_service_pipeline import NEW_DIGEST, run, scenario
+from tests.helpers import digest
 
 HELM_FAILED = ["Error: UPGRADE FAILED: release umbrella-{env} failed, and has been rolled back due to atomic being set: "
                "context deadline exceeded"]
@@ -67,7 +68,7 @@ def assert_helm_pod(pod: dict, sha: str, namespace: str, release: str, env: str)
     assert spec["automountServiceAccountToken"] is False
     (helm,) = spec["containers"]
     init = {c["name"]: c for c in spec["initContainers"]}
-    assert list(init) == ["fetch-gitops", "checkout-gitops", "helm-dependencies"]
+    assert list(init) == ["fetch-gitops", "verify-gitops", "helm-dependencies"]
     for container in [helm, *init.values()]:
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}, container["name"]
@@ -78,9 +79,11 @@ def assert_helm_pod(pod: dict, sha: str, namespace: str, release: str, env: str)
     args = helm["args"]
     assert helm["command"] == ["helm"] and " ".join(args).startswith("upgrade --install --atomic --wait")
     assert args[-2:] == [release, f"/workspace/gitops/umbrella/{env}"]
-    assert args[args.index("--namespace") + 1] == namespace and f"GitOps commit {sha}" in args
+    assert args[args.index("--namespace") + 1] == namespace and f"GitOps commit {sha} or later" in args
     assert args[args.index("--timeout") + 1].endswith("m")
-    assert init["checkout-gitops"]["args"][-1] == sha  # exactly the commit the registry write made
+    # The branch tip is deployed once it is proven to contain the commit the registry write made.
+    assert "--no-checkout" not in init["fetch-gitops"]["args"]
+    assert init["verify-gitops"]["args"][-3:] == ["--is-ancestor", sha, "HEAD"] and "merge-base" in init["verify-gitops"]["args"]
     assert init["helm-dependencies"]["args"] == ["dependency", "update", "--skip-refresh", f"/workspace/gitops/umbrella/{env}"]
     # Only helm talks to the Kubernetes API: its container alone mounts the ServiceAccount token.
     token = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -103,7 +106,7 @@ def replay_with_real_helm(pod: dict, gitops_url: str, tmp_path: Path) -> list[di
     clone = init["fetch-gitops"]["args"]
     assert clone[-2] == gitops_url
     git.Git().execute(["git", *clone[:-2], gitops_url, local(clone[-1])])
-    git.Git().execute(["git", *[local(a) for a in init["checkout-gitops"]["args"]]])
+    git.Git().execute(["git", *[local(a) for a in init["verify-gitops"]["args"]]])  # raises unless contained
     chart = Path(local(init["helm-dependencies"]["args"][-1]))
     helm.dependency_update(chart)  # the library chart is a symlink in each service chart
     args = pod["spec"]["containers"][0]["args"]
@@ -160,8 +163,14 @@ def test_pipeline_in_a_helm_dev_deploys_the_exact_commit_with_a_hardened_helm_po
     assert "operation" not in sandbox.get("applications", "argocd", "umbrella-dev")
 
     # What the pod would apply, replayed with real git and Helm: the new digest, from that commit.
-    objects = replay_with_real_helm(pod, helm_dev.store.url, tmp_path)
+    objects = replay_with_real_helm(pod, helm_dev.store.url, tmp_path / "first")
     assert images(objects) == [f"{config.services['service-a'].image}@{NEW_DIGEST}"]
+
+    # A later release lands before this pod gets its turn: the pod deploys the newer state, never
+    # putting the older digest back over it.
+    helm_dev.record_deployment("dev", [release(config, "service-a", "1.2.0", "7")], by="bob", run_id="later")
+    objects = replay_with_real_helm(pod, helm_dev.store.url, tmp_path / "late")
+    assert images(objects) == [f"{config.services['service-a'].image}@{digest('7')}"]
 
 
 def test_failing_helm_pod_in_dev_rolls_dev_back_with_helm_and_fails(helm_dev, sandbox, config, capfd):
@@ -178,7 +187,7 @@ def test_failing_helm_pod_in_dev_rolls_dev_back_with_helm_and_fails(helm_dev, sa
     pods = pods_by_step(sandbox)
     rollback_sha = newest(helm_dev, "Roll back service-a")
     assert_helm_pod(pods["helm-rollback-dev"], rollback_sha, "apps-dev", "umbrella-dev", "dev")
-    assert pods["helm-dev"]["spec"]["initContainers"][1]["args"][-1] == newest(helm_dev, "Deploy service-a")
+    assert pods["helm-dev"]["spec"]["initContainers"][1]["args"][-2] == newest(helm_dev, "Deploy service-a")
     assert "smoke-dev" not in pods and no_sync_requested(sandbox)
     out = capfd.readouterr().out
     assert "service-a 1.1.0: the helm upgrade in dev failed; rolled dev back to 1.0.0" in out
@@ -281,9 +290,9 @@ def test_helm_settings_and_the_credentials_secret():
 
     step = steps.helm_deploy(config, "staging", "f" * 40)
     assert step.args[-2:] == ["apps", "/workspace/gitops/umbrella/staging"] and "5m" in step.args
-    fetch, checkout, deps = step.init
+    fetch, verify, deps = step.init
     assert fetch.secret_volumes[0].secret == "gitops-read" and fetch.env["GIT_CONFIG_GLOBAL"].startswith("/gitops-credentials/")
-    assert not checkout.secret_volumes and not deps.secret_volumes and not step.secret_volumes
+    assert not verify.secret_volumes and not deps.secret_volumes and not step.secret_volumes
     assert "gitops-read" not in " ".join(fetch.args + step.args)
 
 
@@ -292,9 +301,13 @@ def test_a_password_in_the_gitops_url_never_reaches_a_pod():
     from release.config import DEFAULT_CONFIG_PATH, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    raw["gitops"]["url"] = "https://bot:s3cret@git.example.com/platform/cd.git"
-    config = parse_config(yaml.safe_dump(raw, sort_keys=False))
-    assert steps.gitops_clone_url(config) == "https://bot@git.example.com/platform/cd.git"
+    for url, clean in [("https://bot:s3cret@git.example.com/platform/cd.git", "https://git.example.com/platform/cd.git"),
+                       ("https://ghp_T0KEN@github.com/org/cd.git", "https://github.com/org/cd.git"),
+                       ("ssh://git:pw@git.example.com/platform/cd.git", "ssh://git@git.example.com/platform/cd.git"),
+                       ("https://git.example.com/platform/cd.git", "https://git.example.com/platform/cd.git")]:
+        raw["gitops"]["url"] = url
+        config = parse_config(yaml.safe_dump(raw, sort_keys=False))
+        assert steps.gitops_clone_url(config) == clean
 
 
 def test_pools_sync_creates_one_slot_per_helm_environment(airflow_db, tmp_path, monkeypatch):

@@ -189,3 +189,46 @@ def test_a_drill_with_no_backup_to_restore_fails_clearly(nightly, capfd):
     assert run.state == "failed"
     assert "no Completed backup of prod to drill" in capfd.readouterr().out
     assert nightly.list("restores", "velero") == []
+
+
+def test_a_retry_adopts_its_running_backup_and_a_cleared_run_backs_up_again(nightly):
+    import time
+
+    from release import velero
+    from release.config import load_config
+
+    manifest = velero.backup_manifest(load_config(), "prod", name="release-prod-x", dag_id="velero-backups", run_id="r1")
+    nightly.scenario = {"backups": [{"stuck": True}]}
+    assert velero.create("k8s_prod", manifest)["metadata"]["name"] == "release-prod-x"
+    # The task is retried while Velero is still at it: the same backup, not a second one.
+    assert velero.create("k8s_prod", manifest)["metadata"]["name"] == "release-prod-x"
+    nightly.call(nightly.store.patch, nightly.resource("backups"), "velero", "release-prod-x",
+                 lambda o: {**o, "status": {**o.get("status", {}), "phase": "PartiallyFailed"}})
+    # The run is cleared after it failed: a new backup, under a numbered name.
+    nightly.scenario = {}
+    again = velero.create("k8s_prod", manifest)
+    assert again["metadata"]["name"] == "release-prod-x-2"
+    assert sorted(b["metadata"]["name"] for b in backups(nightly)) == ["release-prod-x", "release-prod-x-2"]
+    other = {**manifest, "metadata": {**manifest["metadata"], "annotations": {"release-platform/run-id": "r2"}}}
+    with pytest.raises(velero.VeleroError, match="belongs to run 'r1'"):
+        velero.create("k8s_prod", other)
+    time.sleep(0.5)  # let the sandbox's Velero finish before the cluster stops
+
+
+def test_a_backup_that_finished_just_as_the_wait_ran_out_is_judged_by_its_phase(nightly):
+    import time
+
+    from release import velero
+    from release.config import load_config
+
+    manifest = velero.backup_manifest(load_config(), "dev", name="release-dev-x", dag_id="velero-backups", run_id="r1")
+    velero.create("k8s_dev", manifest)
+    deadline = time.monotonic() + 10
+    while nightly.get("backups", "velero", "release-dev-x").get("status", {}).get("phase") != "Completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    sensor = velero.VeleroSensor(task_id="wait", timeout_minutes=1,
+                                 target={"kubernetes_conn_id": "k8s_dev", "kind": "Backup", "namespace": "velero",
+                                         "name": "release-dev-x", "env": "dev"})
+    outcome = sensor.execute_complete({}, {"status": "timeout", "phase": "InProgress"})
+    assert outcome["timed_out"] is False and outcome["status"]["phase"] == "Completed"

@@ -45,6 +45,8 @@ environments:
     validate_crd(restore)
     assert restore["spec"]["namespaceMapping"] == {"apps-prod": "drill-a", "data-prod": "drill-b"}
     assert restore["spec"]["includeClusterResources"] is False
+    # The copy must not claim prod's hostnames nor run its scheduled work.
+    assert restore["spec"]["excludedResources"] == ["ingresses.networking.k8s.io", "cronjobs.batch", "jobs.batch"]
 
 
 def test_drills_default_to_the_last_environment_unless_marked(config):

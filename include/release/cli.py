@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 import sys
 from pathlib import Path
 
@@ -40,6 +41,15 @@ def _registry_show(args) -> int:
         rows.append(row)
     print(tabulate(rows, headers=["service", *envs], tablefmt="simple_grid"))
     return 0
+
+
+def _iso_time(text: str) -> str:
+    """argparse check: a bad --since/--until exits 2 naming the option, not with a traceback."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time, e.g. 2026-11-01 or 2026-11-01T02:00:00Z") from None
+    return text
 
 
 def _registry_history(args) -> int:
@@ -196,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     history = registry.add_parser("history", help="deployments and rollbacks, oldest first")
     history.add_argument("--service")
     history.add_argument("--env")
-    history.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-01T00:00:00Z")
-    history.add_argument("--until", help="ISO-8601 time")
+    history.add_argument("--since", type=_iso_time, help="ISO-8601 time or date, UTC unless it says otherwise, e.g. 2026-11-01")
+    history.add_argument("--until", type=_iso_time, help="ISO-8601 time or date")
     history.set_defaults(func=_registry_history)
 
     backups = sub.add_parser("backups", help="recorded Velero backups and restore drills, oldest first")

@@ -33,7 +33,6 @@ SCHEMA_VERSION = 1
 
 Outcome = Literal["deployed", "rolled_back", "failed"]
 Action = Literal["deploy", "rollback"]
-OUTCOMES: tuple[str, ...] = ("deployed", "rolled_back", "failed")
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -94,9 +93,10 @@ def utcnow() -> str:
 
 
 def _parse_time(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """A time to compare with the registry's: ISO-8601, UTC when it names no zone (2026-11-01 too)."""
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def dump_yaml(data: Any) -> str:

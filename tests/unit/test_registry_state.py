@@ -200,3 +200,10 @@ def test_record_evidence_is_the_single_environment_case(registry, config):
                                       by="release-platform", run_id="r2")
     assert result.message.startswith("Record evidence in dev\n\n- service-a 1.1: smoke")
     assert registry.state("dev")["service-a"].evidence["smoke"] == {"passed": True}
+
+
+
+def test_history_times_without_a_zone_are_utc(timeline):
+    # `registry history --since 2026-11-02` means midnight UTC, as a Z time would.
+    assert timeline.history(since="2026-11-02") == timeline.history(since="2026-11-02T00:00:00Z")
+    assert timeline.history(until="2026-11-02T01:00:00+01:00") == timeline.history(until="2026-11-02T00:00:00Z")

@@ -205,7 +205,7 @@ def check_four_eyes(plan: dict, response: dict | None) -> str:
     if not response or (response.get("chosen_options") or [None])[0] != "Approve":
         raise PromotionError("approval: not approved")
     if responder == plan["requester"]:
-        raise PromotionError(f"four-eyes: {responder} requested this promotion and cannot approve it; "
+        raise PromotionError(f"four-eyes: {responder} requested this {plan.get('action', 'promotion')} and cannot approve it; "
                              f"another approver ({', '.join(a for a in plan['approvers'] if a != responder)}) must")
     if responder not in plan["approvers"]:
         raise PromotionError(f"four-eyes: {responder!r} is not an approver for {plan['to_env']}; "
@@ -422,6 +422,19 @@ environment that spans a whole run (pools count single tasks and never an approv
 """
 
 
+def synced_sensor(task_id: str, plan: str, commit_of: str, conn: str):
+    """Wait for the plan's Application to be Synced at the commit task `commit_of` made, and
+    Healthy, within the target environment's `argocd.sync_timeout_minutes` (`plan` is the
+    Jinja expression of the validated plan; promote and rollback share this)."""
+    from release.argocd import ApplicationSyncedSensor
+
+    return ApplicationSyncedSensor(
+        task_id=task_id, kubernetes_conn_id=conn,
+        namespace="{{ %s['argocd_namespace'] }}" % plan, application="{{ %s['argocd_application'] }}" % plan,
+        revision="{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of,
+        timeout_seconds="{{ %s['sync_timeout_seconds'] }}" % plan, poll_interval=1.0)
+
+
 def build_promote_dag(config: PlatformConfig):
     from datetime import timedelta
 
@@ -431,7 +444,6 @@ def build_promote_dag(config: PlatformConfig):
     from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
     from airflow.sdk import DAG, Param
 
-    from release.argocd import ApplicationSyncedSensor
     from release.assets import REGISTRY
     from release.notify import on_failure
     from release.pods import PodStep, SecretVolume, pod_operator
@@ -486,13 +498,8 @@ def build_promote_dag(config: PlatformConfig):
             )
             four_eyes = PythonOperator(task_id=f"four_eyes_{key}", python_callable=task_four_eyes(f"approve_{key}"))
             needs_approval >> approve >> four_eyes >> deploy
-        def synced(task_id: str, commit_of: str) -> ApplicationSyncedSensor:
-            """Wait for to_env's Application to be Synced at the commit `commit_of` made, and Healthy."""
-            return ApplicationSyncedSensor(
-                task_id=task_id, kubernetes_conn_id=conn,
-                namespace="{{ %s['argocd_namespace'] }}" % plan, application="{{ %s['argocd_application'] }}" % plan,
-                revision="{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of,
-                timeout_seconds="{{ %s['sync_timeout_seconds'] }}" % plan, poll_interval=1.0)
+        def synced(task_id: str, commit_of: str):
+            return synced_sensor(task_id, plan, commit_of, conn)
 
         wait = synced("wait_synced", "deploy")
         # The smoke tests follow whichever rollout the branch picked (the other is skipped).

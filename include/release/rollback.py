@@ -1,6 +1,6 @@
 """`rollback`: put one service in one environment back on an earlier version, as a new commit.
 
-    validate -> needs_approval -> approve_<env>_rollback -> four_eyes_<env>_rollback | no_approval
+    validate -> needs_approval -> approve_<env> -> four_eyes_<env> | no_approval
       -> apply -> rollout -> wait_synced | helm_<env> (the `helm` deploy strategy) -> smoke -> record_smoke
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from release.config import PlatformConfig
-from release.promote import NAME_RE, PromotionError, _plain, helm_pod, roll_out, run_planner, task_four_eyes, task_rollout
+from release.promote import (NAME_RE, PromotionError, _plain, helm_pod, roll_out, run_planner, synced_sensor, task_four_eyes,
+                             task_rollout)
 from release.registry import MAX_REASON, USER_RE, VERSION_RE, NoRollbackTarget
 
 
@@ -47,13 +48,14 @@ def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -
     from release.promote import smoke_args
 
     return {
-        "env": env, "to_env": env, "service": service, "services": [service], "requester": requester, "reason": reason,
+        "action": "rollback", "env": env, "to_env": env, "service": service, "services": [service], "requester": requester, "reason": reason,
         "from_version": current.version, "to_version": target.version, "image": target.image,
         "items": [{"service": service, "version": target.version}],
         "needs_approval": approval.required_for_rollback, "approvers": approval.approvers,
         "kubernetes_conn_id": config.environments[env].kubernetes_conn_id, "namespace": config.environments[env].namespace,
         "deploy_strategy": config.environments[env].deploy_strategy,
         "argocd_namespace": namespace, "argocd_application": application,
+        "sync_timeout_seconds": config.environments[env].argocd.sync_timeout_minutes * 60,
         "smoke_args": smoke_args(config, [service], env),
         "subject": f"Roll {service} in {env} back from {current.version} to {target.version}?",
         "body": f"Requested by **{requester}**: {reason}\n\n`{current.image}` -> `{target.image}`",
@@ -114,7 +116,6 @@ def build_rollback_dag(config: PlatformConfig):
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
     from airflow.sdk import DAG, Param
 
-    from release.argocd import ApplicationSyncedSensor
     from release.assets import REGISTRY
     from release.notify import on_failure
     from release.pods import PodStep, pod_operator
@@ -153,10 +154,7 @@ def build_rollback_dag(config: PlatformConfig):
                 response_timeout=timedelta(minutes=env.approval.response_timeout_minutes))
             needs_approval >> approve >> PythonOperator(task_id=f"four_eyes_{key}",
                                                         python_callable=task_four_eyes(f"approve_{key}")) >> apply
-        wait = ApplicationSyncedSensor(
-            task_id="wait_synced", kubernetes_conn_id=conn, namespace="{{ %s['argocd_namespace'] }}" % plan,
-            application="{{ %s['argocd_application'] }}" % plan,
-            revision="{{ ti.xcom_pull(task_ids='apply')['gitops_commit'] }}", poll_interval=1.0)
+        wait = synced_sensor("wait_synced", plan, "apply", conn)
         # The smoke test follows whichever rollout the branch picked (the other is skipped).
         smoke = pod_operator("smoke", PodStep("smoke", config.pipelines.tools.curl, args=[]), service="rollback",
                              commit="rollback", namespace="{{ %s['namespace'] }}" % plan, kubernetes_conn_id=conn,

@@ -66,3 +66,10 @@ def test_refused(staging, as_user, capfd, params, message):  # noqa: F811
     else:
         assert states["validate"] == "failed" and message in capfd.readouterr().out
     assert staging.store.read("registry/versions.yaml") == head
+
+
+def test_rollback_waits_with_the_environments_own_sync_timeout(staging, config):
+    from release.rollback import plan_rollback
+
+    plan = plan_rollback({"service": "service-a", "env": "staging", "reason": "r"}, config, staging.snapshot(), "alice")
+    assert plan["sync_timeout_seconds"] == config.environments["staging"].argocd.sync_timeout_minutes * 60

@@ -46,6 +46,12 @@ def test_four_eyes(config, state, responder, message):
         check_four_eyes(plan, {"chosen_options": ["Reject"], "responded_by_user": {"id": "bob", "name": "bob"}})
 
 
+def test_four_eyes_names_a_rollback_as_a_rollback():
+    plan = {"action": "rollback", "requester": "alice", "approvers": ["alice", "bob"], "to_env": "prod"}
+    with pytest.raises(PromotionError, match="alice requested this rollback and cannot approve it"):
+        check_four_eyes(plan, {"chosen_options": ["Approve"], "responded_by_user": {"id": "alice", "name": "alice"}})
+
+
 # -- the scan gate and the nightly re-scan ---------------------------------------------------
 
 

@@ -375,6 +375,14 @@ def check_cluster_file(env: str, namespace: str, docs: list[dict], where: str) -
                     problems.append(f"{where}: {_name(doc)}: binds {subject.get('namespace')}/{subject.get('name')}; only the platform's ServiceAccount {namespace}/{account}")
         if doc.get("kind") == "NetworkPolicy" and set(doc.get("spec", {}).get("policyTypes") or []) != {"Ingress", "Egress"}:
             problems.append(f"{where}: {_name(doc)}: spec.policyTypes must be [Ingress, Egress] so whatever is not allowed is denied")
+    # A drilled environment's smoke pods must be let through to the restored copy.
+    scratch = f"{DRILL_PREFIX}{namespace}"
+    if any(d.get("kind") == "ClusterRole" and is_drill_cleanup(d) for d in docs):
+        reachable = {(peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                     for d in docs if d.get("kind") == "NetworkPolicy"
+                     for rule in d.get("spec", {}).get("egress") or [] for peer in rule.get("to") or []}
+        if scratch not in reachable:
+            problems.append(f"{where}: no NetworkPolicy egress to namespace {scratch}: the restore drill's smoke tests could not reach the copy")
     return problems
 
 

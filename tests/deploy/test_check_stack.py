@@ -334,3 +334,13 @@ def test_main_prints_problems_and_exits_1(checker, stack, capsys):
     stack.edit(CLUSTER, lambda docs: role(docs, "apps-dev")["rules"][0].update(verbs=["*"]))
     assert checker.main([str(stack.root)]) == 1
     assert "wildcard" in capsys.readouterr().out
+
+
+def test_a_drilled_environment_lets_its_smoke_pods_reach_the_copy(checker, stack):
+    def break_it(docs):
+        policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+        policy["spec"]["egress"] = [r for r in policy["spec"]["egress"]
+                                    if "drill-apps-prod" not in str(r)]
+
+    stack.edit("deploy/clusters/prod.yaml", break_it)
+    assert_reported(problems_of(checker, stack), "no NetworkPolicy egress to namespace drill-apps-prod")

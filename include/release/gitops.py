@@ -18,9 +18,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import git
+if TYPE_CHECKING:  # GitPython costs ~80 ms to import: only writers pay it, not DAG parsing
+    import git
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class GitOpsStore:
 
     @contextmanager
     def _clone(self) -> Iterator[git.Repo]:
+        import git
+
         tmp = tempfile.mkdtemp(prefix="gitops-")
         try:
             try:
@@ -201,6 +204,8 @@ class GitOpsStore:
             )
 
     def _push(self, repo: git.Repo) -> tuple[bool, str]:
+        import git
+
         try:
             repo.git.push("--porcelain", "origin", f"HEAD:refs/heads/{self.branch}")
             return True, ""
@@ -233,6 +238,8 @@ def create_bare_repo(path: Path, template: Path, branch: str = "main", prepare: 
     `prepare` runs on the seeded tree before the first commit (e.g. to generate the
     umbrella charts), so the first commit is already consistent.
     """
+    import git
+
     if (path / "HEAD").exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)

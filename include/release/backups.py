@@ -179,7 +179,7 @@ def build_backups_dag(config: PlatformConfig):
             record = record_backup(outcome, context["run_id"])
             self.log.info("Recorded backup %s of %s: %s", record.name, record.env, record.phase)
 
-    enabled = [e for e in config.env_order if config.environments[e].backup.enabled]
+    enabled = backup_envs(config, None)
     with nightly_dag(
         BACKUPS_DAG_ID, config.nightly.backups.schedule, backups_doc(config), tags=["velero"],
         params={"environments": Param([], type="array", items={"type": "string", "enum": enabled},
@@ -219,9 +219,7 @@ def task_find_backup(env: str) -> str:
 
     config = _config()
     b = config.environments[env].backup
-    items = velero._custom_objects(config.environments[env].kubernetes_conn_id).list_namespaced_custom_object(
-        velero.GROUP, velero.VERSION, b.velero_namespace, "backups",
-        label_selector=f"app.kubernetes.io/managed-by=release-platform,release-platform/env={env}")["items"]
+    items = velero.list_ours(config.environments[env].kubernetes_conn_id, "Backup", b.velero_namespace, env)
     newest = newest_completed(items, env)
     if newest is None:
         _fail(f"no Completed backup of {env} to drill in {b.velero_namespace}: run {BACKUPS_DAG_ID} first")

@@ -546,7 +546,7 @@ def parse_config(text: str, source: str = "<string>") -> PlatformConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
-        raise ConfigError(source, ["the file must be a mapping with keys services, environments, gitops, artifacts"])
+        raise ConfigError(source, [f"the file must be a mapping with keys {', '.join(PlatformConfig.model_fields)}"])
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as exc:

@@ -24,7 +24,6 @@ from release.config import PlatformConfig
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^refs/(heads|tags)/[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$|^refs/pull/[0-9]{1,9}/(head|merge)$")
-FIRST_ENV_DOC = "the first environment of the config"
 
 
 class ParamError(ValueError):
@@ -310,11 +309,13 @@ def _is_release(**context) -> bool:
 
 def _deploy_from_context(service: str, env: str):
     def deploy(**context) -> dict:
+        from release.registry import USER_RE
+
         ti = context["ti"]
         by = getattr(context["dag_run"], "triggering_user_name", None) or "release-platform"
         return task_deploy(service, env, ti.xcom_pull(task_ids="validate"), ti.xcom_pull(task_ids="image_ref"),
                            ti.xcom_pull(task_ids="scan_gate"), context["run_id"],
-                           by if re.match(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$", by) else "release-platform")
+                           by if USER_RE.match(by) else "release-platform")
     return deploy
 
 

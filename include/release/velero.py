@@ -191,6 +191,13 @@ def create(conn_id: str, manifest: dict) -> dict:
     raise VeleroError(f"{manifest['kind']} {meta['namespace']}/{meta['name']}: this run made 9 already; start a new run")
 
 
+def list_ours(conn_id: str, kind: str, namespace: str, env: str) -> list[dict]:
+    """The Backups (or Restores) this platform made of `env`."""
+    selector = ",".join(f"{k}={v}" for k, v in {**MANAGED_BY, "release-platform/env": env}.items())
+    return _custom_objects(conn_id).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURALS[kind], label_selector=selector)["items"]
+
+
 def read(conn_id: str, kind: str, namespace: str, name: str) -> dict:
     return _custom_objects(conn_id).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
 
@@ -204,11 +211,12 @@ def fetch_results(conn_id: str, kind: str, namespace: str, name: str, timeout_se
     from kubernetes.client.exceptions import ApiException
 
     api = _custom_objects(conn_id)
-    request_name = label_value(f"{name}-results-{int(time.time())}")
+    # The API server picks a unique name: a second request for the same object never collides.
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DownloadRequest",
-            "metadata": {"name": request_name, "namespace": namespace, "labels": dict(MANAGED_BY)},
+            "metadata": {"generateName": "release-results-", "namespace": namespace, "labels": dict(MANAGED_BY)},
             "spec": {"target": {"kind": f"{kind}Results", "name": name}}}
-    api.create_namespaced_custom_object(GROUP, VERSION, namespace, "downloadrequests", body)
+    created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, "downloadrequests", body)
+    request_name = created["metadata"]["name"]
     try:
         deadline = time.monotonic() + timeout_seconds
         url = None

@@ -26,7 +26,7 @@ def test_no_import_errors(bag):
 
 def test_expected_dags_exist(bag):
     assert {"umbrella-chart", "release-dispatch", "promote", "rollback", "velero-backups", "velero-restore-drill", "image-rescan",
-            "image-rescan", "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
+            "service-a-pipeline", "service-b-pipeline", "service-c-pipeline"} <= set(bag.dag_ids)
 
 
 def test_house_rules(bag):

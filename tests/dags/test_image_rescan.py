@@ -9,11 +9,11 @@ from pathlib import Path
 
 import git
 import pytest
-import yaml
 
 from release.gitops import ensure_local_repo
 from release.registry import DeployRequest, Registry
 from release.scan import ScanPolicy, evaluate_report
+from tests.dags.test_promote import override_config
 from tests.helpers import digest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -222,16 +222,6 @@ def test_pools_sync_creates_the_rescans_pool(airflow_db, config):
 
 
 # -- promote, as tests/dags/test_promote.py runs it ------------------------------------------
-
-
-def override_config(tmp_path, monkeypatch, mutate) -> None:
-    from release.config import DEFAULT_CONFIG_PATH
-
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    mutate(raw)
-    path = tmp_path / "platform.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    monkeypatch.setenv("RELEASE_PLATFORM_CONFIG", str(path))
 
 
 def promote(params: dict):

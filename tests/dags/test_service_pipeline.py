@@ -114,7 +114,6 @@ def test_blocking_scan_stops_at_the_gate(world, sandbox):
     assert states["scan_gate"] == "failed"
     assert states["sign"] in ("upstream_failed", "skipped") and states["deploy_dev"] in ("upstream_failed", "skipped")
     assert world.snapshot().entries == before.entries
-    assert not [r for r in sandbox.requests if r.method == "POST" and "sign" in json.dumps(r.query)]
     steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
     assert "sign" not in steps and "smoke-dev" not in steps
 

@@ -122,7 +122,7 @@ def test_a_restore_drill_restores_smoke_tests_records_and_cleans_up(nightly, cap
     prod_backup = next(b for b in backups(nightly) if b["metadata"]["labels"]["release-platform/env"] == "prod")
     assert restore["spec"]["backupName"] == prod_backup["metadata"]["name"]
     assert restore["spec"]["namespaceMapping"] == {"apps-prod": scratch}
-    # Smoke tests ran against the restored copy, not the live services.
+    # One smoke pod per service (test_the_drill_smoke_pods_call_the_restored_copy checks their target).
     smoke_pods = [r for r in nightly.seen("POST", "/pods")]
     assert len(smoke_pods) == 3
     names = {n["metadata"]["name"] for n in nightly.list("namespaces")}

@@ -5,9 +5,17 @@ result and the gate evidence recorded in the registry), promotion gates (a store
 re-judged under the target environment's policy, without the full report) and the nightly
 re-scan. The rules, pinned by tests/unit/test_scan.py:
 
-- `counts` are per finding, as Trivy's own "Total: N (...)" line counts them: one CVE in
-  both libssl and libcrypto is two findings. They describe the artifact, not the verdict,
-  so no policy setting changes them.
+- A finding is one vulnerability id in one package at one installed version, and the
+  stored summary keeps one row per finding: {id, severity, package, installed, fixed,
+  title}, so a reviewer sees which package carries each CVE and which version fixes it.
+  One CVE in both libssl and libcrypto is two findings; the same CVE in the same package
+  and version reported twice (e.g. by two lock files of one image) is one.
+- `counts` are per finding, as Trivy's own "Total: N (...)" line counts them. They
+  describe the artifact, not the verdict, so no policy setting changes them.
+- Summaries stored before findings named their package have rows {id, severity, fixed},
+  one per Trivy finding. They are still read and re-judged exactly as before (a gate must
+  not refuse what was recorded then); anything judged from a report is written in the
+  current form.
 - The verdict is per vulnerability id (an allowance or a fix is decided per id, and one
   line per id is what people act on): `blocking`, `allowed`, `ignored_unfixed` and
   `expired_allowances` are sorted lists of unique ids.
@@ -33,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AllowEntry", "Finding", "ScanPolicy", "ScanReportError", "ScanSummary", "Severity",
-    "evaluate", "evaluate_report", "merge_policies", "parse_trivy", "reevaluate",
+    "evaluate", "evaluate_report", "finding_rows", "merge_policies", "parse_trivy", "reevaluate",
 ]
 
 
@@ -207,7 +215,8 @@ def parse_trivy(report: dict) -> list[Finding]:
 
 
 _SUMMARY_KEYS = ("counts", "blocking", "allowed", "expired_allowances", "ignored_unfixed", "passed", "threshold", "findings")
-_ROW_KEYS = {"id", "severity", "fixed"}
+ROW_KEYS = ("id", "severity", "package", "installed", "fixed", "title")  # a stored finding, in this order
+LEGACY_ROW_KEYS = ("id", "severity", "fixed")  # as stored before findings named their package
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ class ScanSummary:
     ignored_unfixed: list[str]      # would block, but no fix exists and the policy ignores unfixed
     passed: bool
     threshold: str
-    findings: list[dict]            # {id, severity, fixed} per finding: enough to re-judge later
+    findings: list[dict]            # ROW_KEYS per finding (LEGACY_ROW_KEYS in old records): enough to re-judge later
 
     def to_dict(self) -> dict:
         return {
@@ -249,10 +258,7 @@ class ScanSummary:
         rows = data["findings"]
         if not isinstance(rows, list):
             raise bad("findings must be a list")
-        for n, row in enumerate(rows):
-            if (not isinstance(row, dict) or set(row) != _ROW_KEYS or not isinstance(row["id"], str)
-                    or row["severity"] not in Severity.__members__ or not isinstance(row["fixed"], (str, type(None)))):
-                raise bad(f"findings[{n}] must be {{id, severity, fixed}} with a Trivy severity, got {row!r}")
+        _check_rows(rows, bad)
         # Counts are recomputable from the findings; a mismatch means a truncated or
         # edited record, which must not be re-judged as if it were whole.
         if data["counts"] != _tally(rows):
@@ -262,9 +268,19 @@ class ScanSummary:
         return cls(**{k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
                       for k, v in data.items() if k != "findings"}, findings=[dict(r) for r in rows])
 
+    @property
+    def legacy(self) -> bool:
+        """Read from a record that predates per-package findings (its rows lack the package)."""
+        return any("package" not in r for r in self.findings)
+
+    def packages(self, vid: str) -> list[str]:
+        """The packages (sorted, unique) that carry `vid`; empty for a legacy record."""
+        return sorted({r["package"] for r in self.findings if r["id"] == vid and r.get("package")})
+
     def describe(self) -> str:
-        """One line for logs, e.g. FAILED: 1 blocking (CVE-2019-14697) at threshold HIGH; counts CRITICAL=2 ..."""
-        ids = f" ({_ids(self.blocking)})" if self.blocking else ""
+        """One line for logs, e.g.
+        FAILED: 1 blocking (CVE-2019-14697 in musl and musl-utils) at threshold HIGH; counts CRITICAL=2 ..."""
+        ids = f" ({_ids(self.blocking, self.packages)})" if self.blocking else ""
         parts = [
             f"{'PASSED' if self.passed else 'FAILED'}: {len(self.blocking)} blocking{ids} at threshold {self.threshold}",
             "counts " + " ".join(f"{s.value}={self.counts.get(s.value, 0)}" for s in _DESCENDING),
@@ -272,14 +288,40 @@ class ScanSummary:
         for label, ids_ in (("allowed", self.allowed), ("expired allowances", self.expired_allowances),
                             ("ignored unfixed", self.ignored_unfixed)):
             if ids_:
-                parts.append(f"{label} {_ids(ids_)}")
+                parts.append(f"{label} {_ids(ids_, self.packages)}")
         return "; ".join(parts)
 
 
-def _ids(ids: list[str], limit: int = 5) -> str:
+def _ids(ids: list[str], packages=None, limit: int = 5) -> str:
     # A log line, not a report: the full list is in the summary itself.
     more = f", +{len(ids) - limit} more" if len(ids) > limit else ""
-    return ", ".join(ids[:limit]) + more
+    return ", ".join(_carried(vid, packages(vid) if packages else []) for vid in ids[:limit]) + more
+
+
+def _carried(vid: str, names: list[str]) -> str:
+    if not names:
+        return vid
+    return f"{vid} in {names[0]}" if len(names) == 1 else f"{vid} in {', '.join(names[:-1])} and {names[-1]}"
+
+
+def _check_rows(rows: list, bad) -> None:
+    """Every row in the current form (no finding twice), or every row in the legacy form."""
+    legacy = bool(rows) and isinstance(rows[0], dict) and set(rows[0]) == set(LEGACY_ROW_KEYS)
+    keys = LEGACY_ROW_KEYS if legacy else ROW_KEYS
+    texts = ("id",) if legacy else ("id", "package", "installed", "title")
+    seen = set()
+    for n, row in enumerate(rows):
+        if (not isinstance(row, dict) or set(row) != set(keys) or not all(isinstance(row[k], str) for k in texts)
+                or not row["id"] or row["severity"] not in Severity.__members__
+                or not isinstance(row["fixed"], (str, type(None)))):
+            raise bad(f"findings[{n}] must be {{{', '.join(keys)}}} with a Trivy severity"
+                      + ("" if legacy else f" (or, as stored before packages were recorded, {{{', '.join(LEGACY_ROW_KEYS)}}})")
+                      + f", got {row!r}")
+        if not legacy:
+            key = (row["id"], row["package"], row["installed"])
+            if key in seen:
+                raise bad(f"findings[{n}] repeats {row['id']} in {row['package']} {row['installed']}")
+            seen.add(key)
 
 
 def _tally(rows: list[dict]) -> dict[str, int]:
@@ -287,10 +329,15 @@ def _tally(rows: list[dict]) -> dict[str, int]:
     return {s.value: seen[s.value] for s in _DESCENDING}
 
 
+def _order(r: dict) -> tuple:
+    # Worst first, then by id and package; legacy rows have no package and sort by fix.
+    return (-Severity(r["severity"]).rank, r["id"], r.get("package", ""), r.get("installed", ""), r["fixed"] or "")
+
+
 def _judge(rows: list[dict], policy: ScanPolicy, today: date) -> ScanSummary:
     # Canonical order, so a summary does not depend on the report's result order and
     # re-judging stored rows gives the same object as judging the report.
-    rows = sorted(rows, key=lambda r: (-Severity(r["severity"]).rank, r["id"], r["fixed"] or ""))
+    rows = sorted(rows, key=_order)
     has_fix: dict[str, bool] = {}  # id -> any at-or-above-threshold finding of it has a fix
     for r in rows:
         if Severity(r["severity"]) >= policy.threshold:
@@ -318,9 +365,30 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+def finding_rows(findings: list[Finding]) -> list[dict]:
+    """The stored form of `findings`: one row per (id, package, installed version).
+
+    Trivy reports the same package again when two targets of one artifact hold it (two lock
+    files naming one dependency); that is one finding to fix, kept once: its worst severity,
+    and a fixed version and title if any of the repeats has one.
+    """
+    rows: dict[tuple[str, str, str], dict] = {}
+    for f in findings:
+        key = (f.id, f.package, f.installed)
+        severity = Severity(f.severity)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = {"id": f.id, "severity": severity.value, "package": f.package, "installed": f.installed,
+                         "fixed": f.fixed, "title": f.title}
+            continue
+        row["severity"] = max(Severity(row["severity"]), severity).value
+        row["fixed"] = row["fixed"] or f.fixed
+        row["title"] = row["title"] or f.title
+    return list(rows.values())
+
+
 def evaluate(findings: list[Finding], policy: ScanPolicy, today: date) -> ScanSummary:
-    rows = [{"id": f.id, "severity": Severity(f.severity).value, "fixed": f.fixed} for f in findings]
-    return _judge(rows, policy, today)
+    return _judge(finding_rows(findings), policy, today)
 
 
 def reevaluate(summary: ScanSummary | dict, policy: ScanPolicy, today: date) -> ScanSummary:

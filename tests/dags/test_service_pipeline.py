@@ -68,6 +68,9 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config):
     current = world.state("dev")["service-a"]
     assert (current.version, current.image) == ("1.1.0", f"{config.services['service-a'].image}@{NEW_DIGEST}")
     assert current.evidence["scan"]["passed"] is True and current.evidence["commit"] == COMMIT
+    # the registry keeps each finding with the package that carries it (alpine-310: 2 CVEs x 2 packages)
+    assert sorted((f["id"], f["package"], f["installed"]) for f in current.evidence["scan"]["findings"]) == [
+        (cve, package, "1.1.1c-r0") for cve in ("CVE-2019-1549", "CVE-2019-1551") for package in ("libcrypto1.1", "libssl1.1")]
     assert current.evidence["signature"]["signed"] is True and current.evidence["sbom"].endswith("sbom.spdx.json")
     app = sandbox.get("applications", "argocd", "umbrella-dev")
     gitops_head = world.history(service="service-a")[-1]

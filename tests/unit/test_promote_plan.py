@@ -111,3 +111,22 @@ def test_gate_scan_without_a_rescan_summary_keeps_refusing_a_failed_rescan(confi
         gate()
     (line,) = _scan_plan(config, {"scan": _summary("alpine-310.json")})()
     assert "PASSED" in line and "re-scan" not in line
+
+
+def test_gate_scan_rejudges_a_summary_stored_before_findings_named_their_package(config):
+    from datetime import date, timedelta
+    from pathlib import Path
+
+    legacy = yaml.safe_load((Path(__file__).resolve().parents[1] / "fixtures" / "scan-summaries" / "legacy.yaml")
+                            .read_text())["alpine-39"]
+    gate = _scan_plan(config, {"scan": legacy})
+    with pytest.raises(PromotionError, match=r"service-a 1.1 under staging's policy: FAILED: 1 blocking \(CVE-2019-14697\)"):
+        gate()
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["environments"]["staging"]["scan_policy"] = {"allow": [
+        {"id": "CVE-2019-14697", "reason": "not reachable", "expires": (date.today() + timedelta(days=7)).isoformat()}]}
+    (line,) = gate(parse_config(yaml.safe_dump(raw, sort_keys=False)))
+    assert "PASSED" in line and "allowed CVE-2019-14697" in line
+    # the current form names the packages in the same line
+    with pytest.raises(PromotionError, match=r"CVE-2019-14697 in musl and musl-utils"):
+        _scan_plan(config, {"scan": _summary("alpine-39.json")})()

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from release.scan import (
@@ -101,7 +102,59 @@ def test_counts_are_per_finding_and_blocking_per_unique_id():
     summary = evaluate(findings, ScanPolicy(), TODAY)
     assert summary.counts["CRITICAL"] == 2 and summary.blocking == ["CVE-2019-14697"]
     assert len(summary.findings) == 6
-    assert summary.findings[0] == {"id": "CVE-2019-14697", "severity": "CRITICAL", "fixed": "1.1.20-r5"}
+    assert summary.findings[:2] == [
+        {"id": "CVE-2019-14697", "severity": "CRITICAL", "package": "musl", "installed": "1.1.20-r4",
+         "fixed": "1.1.20-r5", "title": ""},
+        {"id": "CVE-2019-14697", "severity": "CRITICAL", "package": "musl-utils", "installed": "1.1.20-r4",
+         "fixed": "1.1.20-r5", "title": ""},
+    ]
+
+
+def _raw(name: str) -> list[tuple]:
+    """(id, package, installed, fixed, severity) of every vulnerability, straight from the JSON."""
+    return [(v["VulnerabilityID"], v["PkgName"], v["InstalledVersion"], v.get("FixedVersion"), v["Severity"])
+            for r in report(name).get("Results") or [] for v in r.get("Vulnerabilities") or []]
+
+
+@pytest.mark.parametrize("name", REAL + ["debian-buster-unfixed", "alpine-39-musl-utils-unfixed"])
+def test_stored_findings_name_the_package_of_every_cve_once(name):
+    rows = evaluate_report(report(name), ScanPolicy(), TODAY).to_dict()["findings"]
+    assert all(list(r) == ["id", "severity", "package", "installed", "fixed", "title"] for r in rows)
+    # Exactly the report's findings, each with its package and versions, none twice.
+    assert sorted((r["id"], r["package"], r["installed"], r["fixed"], r["severity"]) for r in rows) == sorted(_raw(name))
+    assert len({(r["id"], r["package"], r["installed"]) for r in rows}) == len(rows)
+    # The fixture README's severity counts, per finding.
+    derived_from = {"debian-buster-unfixed": "debian-buster-ignore-unfixed", "alpine-39-musl-utils-unfixed": "alpine-39"}
+    assert evaluate_report(report(name), ScanPolicy(), TODAY).counts == COUNTS[derived_from.get(name, name)]
+
+
+def test_one_cve_in_two_packages_is_two_findings_and_a_repeat_is_one():
+    r = report("alpine-39")
+    # The same image target reported twice (as two lock files naming one dependency would be).
+    r["Results"].append(copy.deepcopy(r["Results"][0]))
+    summary = evaluate_report(r, ScanPolicy(), TODAY)
+    assert summary.counts == COUNTS["alpine-39"]
+    assert [(f["id"], f["package"]) for f in summary.findings] == [
+        ("CVE-2019-14697", "musl"), ("CVE-2019-14697", "musl-utils"),
+        ("CVE-2019-1549", "libcrypto1.1"), ("CVE-2019-1549", "libssl1.1"),
+        ("CVE-2019-1551", "libcrypto1.1"), ("CVE-2019-1551", "libssl1.1"),
+    ]
+    assert summary.packages("CVE-2019-1549") == ["libcrypto1.1", "libssl1.1"]
+
+
+def test_a_repeat_keeps_the_worst_severity_and_a_known_fix():
+    musl = Finding(id="CVE-2019-14697", package="musl", installed="1.1.20-r4", fixed=None, severity=Severity.HIGH)
+    again = Finding(id="CVE-2019-14697", package="musl", installed="1.1.20-r4", fixed="1.1.20-r5",
+                    severity=Severity.CRITICAL, title="musl: x87 stack", target="other")
+    older = Finding(id="CVE-2019-14697", package="musl", installed="1.1.19-r1", fixed="1.1.20-r5", severity=Severity.LOW)
+    summary = evaluate([musl, again, older], ScanPolicy(), TODAY)
+    assert summary.findings == [
+        {"id": "CVE-2019-14697", "severity": "CRITICAL", "package": "musl", "installed": "1.1.20-r4",
+         "fixed": "1.1.20-r5", "title": "musl: x87 stack"},
+        {"id": "CVE-2019-14697", "severity": "LOW", "package": "musl", "installed": "1.1.19-r1",
+         "fixed": "1.1.20-r5", "title": ""},  # another installed version is another upgrade to make
+    ]
+    assert summary.counts == counts(CRITICAL=1, LOW=1)
 
 
 def test_parse_reads_trivy_fields():
@@ -186,7 +239,7 @@ def test_an_allowed_cve_stops_blocking_through_its_expiry_day():
     summary = evaluate_report(report("alpine-39"), policy, TODAY)
     assert (summary.passed, summary.blocking, summary.allowed) == (True, [], ["CVE-2019-14697"])
     assert summary.counts == COUNTS["alpine-39"]
-    assert summary.describe().endswith("; allowed CVE-2019-14697")
+    assert summary.describe().endswith("; allowed CVE-2019-14697 in musl and musl-utils")
 
 
 def test_an_expired_allowance_blocks_again_and_is_reported():
@@ -321,6 +374,48 @@ def _edited(change) -> dict:
     return data
 
 
+# -- summaries stored before findings named their package --------------------------------
+
+LEGACY = yaml.safe_load((FIXTURES / "scan-summaries" / "legacy.yaml").read_text())
+VERDICT = ("counts", "blocking", "allowed", "expired_allowances", "ignored_unfixed", "passed", "threshold")
+
+
+def test_legacy_records_are_the_old_form():
+    assert sorted(LEGACY) == ["alpine-39", "alpine-39-musl-utils-unfixed", "busybox-with-lockfile", "debian-buster-unfixed"]
+    for stored in LEGACY.values():
+        assert all(sorted(r) == ["fixed", "id", "severity"] for r in stored["findings"])
+
+
+@pytest.mark.parametrize("name", sorted(LEGACY))
+def test_a_legacy_record_is_rejudged_as_its_report_would_be(name):
+    for policy in POLICIES:
+        for day in (TODAY, TODAY + timedelta(days=1)):
+            old = reevaluate(LEGACY[name], policy, day)
+            new = evaluate_report(report(name), policy, day)
+            assert {k: getattr(old, k) for k in VERDICT} == {k: getattr(new, k) for k in VERDICT}
+            assert old.legacy and not new.legacy
+            assert old.findings == LEGACY[name]["findings"]  # re-judged as recorded, not rewritten
+
+
+def test_a_legacy_record_round_trips_and_describes_without_packages():
+    stored = LEGACY["alpine-39"]
+    assert ScanSummary.from_dict(stored).to_dict() == stored
+    assert reevaluate(stored, ScanPolicy(), TODAY).describe().startswith("FAILED: 1 blocking (CVE-2019-14697) at")
+    # what is written from a report is always the current form
+    assert not evaluate_report(report("alpine-39"), ScanPolicy(), TODAY).legacy
+
+
+def test_a_damaged_legacy_record_is_refused():
+    stored = copy.deepcopy(LEGACY["alpine-39"])
+    stored["findings"][1]["package"] = "musl"  # one row in one form, the rest in the other
+    with pytest.raises(ScanReportError, match=r"findings\[1\] must be \{id, severity, fixed\}"):
+        reevaluate(stored, ScanPolicy(), TODAY)
+    stored = copy.deepcopy(LEGACY["alpine-39"])
+    stored["findings"].pop()
+    with pytest.raises(ScanReportError, match="counts"):
+        reevaluate(stored, ScanPolicy(), TODAY)
+
+
 @pytest.mark.parametrize(
     "change, text",
     [
@@ -330,6 +425,9 @@ def _edited(change) -> dict:
         (lambda d: d.update(threshold="SEVERE"), "threshold 'SEVERE'"),
         (lambda d: d["findings"][0].update(severity="SEVERE"), "findings[0]"),
         (lambda d: d["findings"][0].pop("fixed"), "findings[0]"),
+        (lambda d: d["findings"][0].pop("package"), "findings[0]"),
+        (lambda d: d["findings"][0].update(installed=None), "findings[0]"),
+        (lambda d: d["findings"][1].update(package="musl"), "findings[1] repeats CVE-2019-14697 in musl 1.1.20-r4"),
         (lambda d: d.update(passed=True), "contradicts"),
         (lambda d: d.update(blocking="CVE-2019-14697"), "blocking must be a list"),
     ],
@@ -342,12 +440,14 @@ def test_a_damaged_summary_is_refused(change, text):
 
 def test_describe_is_one_line_for_logs():
     assert evaluate_report(report("alpine-39"), ScanPolicy(), TODAY).describe() == (
-        "FAILED: 1 blocking (CVE-2019-14697) at threshold HIGH; counts CRITICAL=2 HIGH=0 MEDIUM=4 LOW=0 UNKNOWN=0")
+        "FAILED: 1 blocking (CVE-2019-14697 in musl and musl-utils) at threshold HIGH; "
+        "counts CRITICAL=2 HIGH=0 MEDIUM=4 LOW=0 UNKNOWN=0")
     assert evaluate_report(report("alpine-310"), ScanPolicy(), TODAY).describe() == (
         "PASSED: 0 blocking at threshold HIGH; counts CRITICAL=0 HIGH=0 MEDIUM=4 LOW=0 UNKNOWN=0")
     many = [Finding(f"CVE-2024-{n:04d}", "p", "1", "2", Severity.HIGH) for n in range(1, 8)]
     line = evaluate(many, ScanPolicy(), TODAY).describe()
-    assert "(CVE-2024-0001, CVE-2024-0002, CVE-2024-0003, CVE-2024-0004, CVE-2024-0005, +2 more)" in line
+    assert ("(CVE-2024-0001 in p, CVE-2024-0002 in p, CVE-2024-0003 in p, CVE-2024-0004 in p, CVE-2024-0005 in p, "
+            "+2 more)") in line
     assert "\n" not in line
 
 

@@ -10,7 +10,8 @@ environment's scan policy and compares it with the last summary recorded for it 
 re-scan's, else the pipeline's scan):
 
 - the same findings: nothing is written;
-- different findings: the deployment's evidence gets `rescan` {passed, blocking,
+- different findings, or a previous summary recorded before findings named their package:
+  the deployment's evidence gets `rescan` {passed, blocking,
   new_blocking, summary, scanned_at, run_id, image}, all environments in one commit. The
   promote DAG's scan gate re-judges `rescan.summary` under the target environment's
   policy, so a newly blocking CVE stops promotions of that version until it is fixed or
@@ -122,10 +123,6 @@ def pod_kwargs(target: dict) -> dict:
 # -- comparing with what was recorded --------------------------------------------------------
 
 
-def _rows(summary) -> list[tuple]:
-    return sorted((r["id"], r["severity"], r["fixed"] or "") for r in summary.findings)
-
-
 @dataclass(frozen=True)
 class Comparison:
     changed: bool  # something worth recording: other findings, or another verdict than the last re-scan's
@@ -152,7 +149,11 @@ def compare(previous: dict | None, current, policy, today: date, *, previous_is_
         return Comparison(True, list(current.blocking), [], f"the recorded summary is unusable ({exc})")
     new_blocking = sorted(set(current.blocking) - set(baseline.blocking))
     resolved = sorted(set(baseline.blocking) - set(current.blocking))
-    changed = _rows(baseline) != _rows(current)
+    if baseline.legacy and not current.legacy:
+        # Recorded before findings named their package: tonight's summary, which does, replaces
+        # it (read old, write new); ids gained or lost still count as they would otherwise.
+        return Comparison(True, new_blocking, resolved, "the recorded summary predates per-package findings")
+    changed = baseline.findings != current.findings  # both judged, so rows in the same canonical order
     if not changed and previous_is_rescan:
         changed = sorted(previous.get("blocking") or []) != sorted(current.blocking)
     return Comparison(changed, new_blocking, resolved)

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from release import rescan
 from release.pipeline import scan_policy_for
@@ -85,6 +86,26 @@ def test_nothing_or_an_unusable_record_counts_every_blocking_id_as_new():
     assert rescan.compare(None, current, ScanPolicy(), TODAY).new_blocking == [CRITICAL]
     broken = rescan.compare({"counts": {}}, current, ScanPolicy(), TODAY)
     assert broken.changed and broken.new_blocking == [CRITICAL] and "unusable" in broken.note
+
+
+def test_a_record_from_before_per_package_findings_is_replaced_without_announcing_anything():
+    legacy = yaml.safe_load((TRIVY.parent / "scan-summaries" / "legacy.yaml").read_text())["alpine-39"]
+    tonight = judged(report("alpine-39.json"))
+    c = rescan.compare(legacy, tonight, ScanPolicy(), TODAY)
+    assert (c.changed, c.new_blocking, c.resolved) == (True, [], [])  # recorded anew, with the packages
+    assert "predates per-package findings" in c.note
+    # once replaced, the same findings the next night are unchanged
+    assert rescan.compare(tonight.to_dict(), judged(report("alpine-39.json")), ScanPolicy(), TODAY) == \
+        rescan.Comparison(False, [], [])
+
+
+def test_another_installed_version_with_the_same_cve_is_a_change():
+    older = report("alpine-39.json")
+    for v in older["Results"][0]["Vulnerabilities"]:
+        if v["PkgName"] == "musl":
+            v["InstalledVersion"] = "1.1.20-r3"
+    c = rescan.compare(judged(older).to_dict(), judged(report("alpine-39.json")), ScanPolicy(), TODAY)
+    assert (c.changed, c.new_blocking) == (True, [])
 
 
 def test_last_summary_prefers_the_last_rescan():

@@ -21,8 +21,6 @@ def _config_check(args) -> int:
 
 
 def _registry_show(args) -> int:
-    from tabulate import tabulate
-
     from release.config import load_config
     from release.registry import Registry
 
@@ -32,15 +30,30 @@ def _registry_show(args) -> int:
         print(f"--env: unknown environment {args.env!r}; allowed: {', '.join(config.env_order)}", file=sys.stderr)
         return 2
     state = Registry.from_config(config).snapshot()
+    if args.format == "json":
+        # {env: {service: SHOW_KEYS or null when not deployed}}, environments in promotion order
+        _print_json({env: {service: (d.summary() if (d := state.current(env).get(service)) else None)
+                           for service in config.services} for env in envs})
+        return 0
+    from tabulate import tabulate
+
     rows = []
     for service in config.services:
         row = [service]
         for env in envs:
             d = state.current(env).get(service)
-            row.append(f"{d.version} ({d.image.rsplit('@', 1)[-1][:19]})\n{d.deployed_at} by {d.deployed_by}" if d else "-")
+            approved = f"\napproved by {d.approved_by}" if d and d.approved_by else ""
+            row.append(f"{d.version} ({d.image.rsplit('@', 1)[-1][:19]})\n{d.deployed_at} by {d.deployed_by}{approved}"
+                       if d else "-")
         rows.append(row)
     print(tabulate(rows, headers=["service", *envs], tablefmt="simple_grid"))
     return 0
+
+
+def _print_json(data) -> None:
+    import json
+
+    print(json.dumps(data, indent=2))
 
 
 def _iso_time(text: str) -> str:
@@ -53,16 +66,20 @@ def _iso_time(text: str) -> str:
 
 
 def _registry_history(args) -> int:
-    from tabulate import tabulate
-
     from release.config import load_config
     from release.registry import Registry
 
     entries = Registry.from_config(load_config()).history(
         service=args.service, env=args.env, since=args.since, until=args.until
     )
-    rows = [[e.id, e.at, e.env, e.service, e.previous_version or "-", e.version, e.action, e.outcome, e.by] for e in entries]
-    print(tabulate(rows, headers=["id", "at", "env", "service", "from", "to", "action", "outcome", "by"]))
+    if args.format == "json":
+        _print_json([e.summary() for e in entries])  # HISTORY_KEYS per entry, oldest first
+        return 0
+    from tabulate import tabulate
+
+    rows = [[e.id, e.at, e.env, e.service, e.previous_version or "-", e.version, e.action, e.outcome, e.by,
+             e.approved_by or "-"] for e in entries]
+    print(tabulate(rows, headers=["id", "at", "env", "service", "from", "to", "action", "outcome", "by", "approved by"]))
     return 0
 
 
@@ -190,6 +207,12 @@ def _backups(args) -> int:
     return 0
 
 
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    # argparse refuses any other value with exit 2, naming --format and both choices.
+    parser.add_argument("--format", choices=["table", "json"], default="table",
+                        help="table for people (default), json for scripts (keys listed in the README)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m release", description="Release platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,12 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     registry = sub.add_parser("registry", help="the version registry").add_subparsers(dest="action", required=True)
     show = registry.add_parser("show", help="services x environments: what runs where")
     show.add_argument("--env", help="only this environment")
+    _format_option(show)
     show.set_defaults(func=_registry_show)
     history = registry.add_parser("history", help="deployments and rollbacks, oldest first")
     history.add_argument("--service")
     history.add_argument("--env")
     history.add_argument("--since", type=_iso_time, help="ISO-8601 time or date, UTC unless it says otherwise, e.g. 2026-11-01")
     history.add_argument("--until", type=_iso_time, help="ISO-8601 time or date")
+    _format_option(history)
     history.set_defaults(func=_registry_history)
 
     backups = sub.add_parser("backups", help="recorded Velero backups and restore drills, oldest first")

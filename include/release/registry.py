@@ -5,7 +5,7 @@ umbrella charts generated from them:
 
 - `registry/versions.yaml`: per environment, per service, the current deployment
   (`version`, `image` pinned by digest, `deployed_at`, `deployed_by`, `run_id`,
-  `evidence` from the gates).
+  `evidence` from the gates, with `approved_by` where a second person approved it).
 - `registry/history.yaml`: every deployment and rollback ever recorded, newest last,
   each with the version it replaced and its outcome (`deployed`, `rolled_back`,
   `failed`), so "who put what where, and did it stick" is a query, not git archaeology.
@@ -70,6 +70,15 @@ class Deployment:
     run_id: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def approved_by(self) -> str | None:
+        return _approver(self.evidence)
+
+    def summary(self) -> dict[str, Any]:
+        """What runs, for scripts (`registry show --format json`): SHOW_KEYS."""
+        return {"version": self.version, "image": self.image, "deployed_at": self.deployed_at,
+                "deployed_by": self.deployed_by, "approved_by": self.approved_by, "run_id": self.run_id}
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
@@ -86,6 +95,26 @@ class HistoryEntry:
     run_id: str
     reason: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def approved_by(self) -> str | None:
+        return _approver(self.evidence)
+
+    def summary(self) -> dict[str, Any]:
+        """One entry, for scripts (`registry history --format json`): HISTORY_KEYS, evidence left out."""
+        return {k: self.approved_by if k == "approved_by" else getattr(self, k) for k in HISTORY_KEYS}
+
+
+# The keys of `registry show` / `registry history --format json`: scripts rely on them.
+SHOW_KEYS = ("version", "image", "deployed_at", "deployed_by", "approved_by", "run_id")
+HISTORY_KEYS = ("id", "at", "env", "service", "previous_version", "version", "image", "action", "outcome",
+                "by", "approved_by", "run_id", "reason")
+
+
+def _approver(evidence: dict[str, Any]) -> str | None:
+    """Who approved the deployment (promote's four-eyes approver), None where none was needed."""
+    value = (evidence or {}).get("approved_by")
+    return value if isinstance(value, str) and value else None
 
 
 def utcnow() -> str:
@@ -280,9 +309,13 @@ class RegistryState:
         self.entries.append(entry)
         return entry
 
-    def undo(self, env: str, service: str, *, outcome: Outcome, by: str, run_id: str, reason: str, to_version: str | None = None, at: str | None = None) -> HistoryEntry:
+    def undo(self, env: str, service: str, *, outcome: Outcome, by: str, run_id: str, reason: str, to_version: str | None = None, at: str | None = None,
+             approved_by: str | None = None) -> HistoryEntry:
         """Put `service` in `env` back on an earlier version (default the rollback target),
-        marking the version being replaced as `rolled_back` or `failed`."""
+        marking the version being replaced as `rolled_back` or `failed`.
+
+        The version's evidence comes along, except who approved putting it there back then:
+        the rollback is approved by `approved_by`, or by no one."""
         if outcome not in ("rolled_back", "failed"):
             raise RegistryError(f"outcome: {outcome!r} is not allowed; allowed: rolled_back, failed")
         if to_version is None:
@@ -299,7 +332,9 @@ class RegistryState:
         replaced = self._latest_current_entry(env, service)
         if replaced is not None:
             self.entries[replaced] = replace(self.entries[replaced], outcome=outcome)
-        evidence = dict(target.evidence)
+        evidence = {k: v for k, v in target.evidence.items() if k != "approved_by"}
+        if approved_by:
+            evidence["approved_by"] = approved_by
         return self.deploy(
             env,
             DeployRequest(service, target.version, target.image, evidence),
@@ -387,11 +422,15 @@ class Registry:
         reason: str,
         to_version: str | None = None,
         outcome: Outcome = "rolled_back",
+        approved_by: str | None = None,
     ) -> CommitResult:
         """Put services back on their previous (or a named) version: one new commit,
         history rewritten never. `outcome="failed"` marks the replaced version as a
-        failed deployment (automatic rollback), `rolled_back` as undone by a person."""
+        failed deployment (automatic rollback), `rolled_back` as undone by a person;
+        `approved_by` names who approved the rollback where one was needed."""
         validate_actor(by, run_id, reason)
+        if approved_by is not None and not USER_RE.fullmatch(approved_by):
+            raise RegistryError(f"approved_by: {approved_by!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
         if env not in self.config.environments:
             raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(self.config.env_order)}")
         if to_version is not None and len(services) != 1:
@@ -402,7 +441,8 @@ class Registry:
         def mutate(state: RegistryState) -> str:
             lines = []
             for service in services:
-                entry = state.undo(env, service, outcome=outcome, by=by, run_id=run_id, reason=reason, to_version=to_version)
+                entry = state.undo(env, service, outcome=outcome, by=by, run_id=run_id, reason=reason, to_version=to_version,
+                                   approved_by=approved_by)
                 lines.append(f"- {service}: {entry.previous_version} -> {entry.version} ({entry.image})")
             return _message(f"Roll back {', '.join(services)} in {env}", lines, by, run_id, reason)
 

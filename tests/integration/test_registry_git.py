@@ -170,3 +170,95 @@ def test_cli_registry_show_and_history(data_dir, config, capsys):
     assert "allowed: dev, staging, prod" in capsys.readouterr().err
     assert main(["registry", "history", "--service", "service-a"]) == 0
     assert "3.1.4" in capsys.readouterr().out
+
+
+def _promoted_and_rolled_back(config) -> Registry:
+    """dev and prod as promote and rollback leave them: prod 1.1 approved by bob, then 1.2 (approved
+    by carol) rolled back to 1.1 with dave approving the rollback; service-b never deployed."""
+    registry = Registry.from_config(config)
+    registry.record_deployment("dev", [request_for(config, "service-a", "1.2", "e")], by="carol", run_id="r1")
+    registry.record_deployment("prod", [request_for(config, "service-a", "1.1", "d", approved_by="bob")],
+                               by="alice", run_id="r2", reason="release 1.1")
+    registry.record_deployment("prod", [request_for(config, "service-a", "1.2", "e", approved_by="carol")],
+                               by="alice", run_id="r3", reason="release 1.2")
+    registry.record_rollback("prod", ["service-a"], by="erin", run_id="r4", reason="5xx", approved_by="dave")
+    return registry
+
+
+def test_cli_registry_show_names_the_approver_in_table_and_json(data_dir, config, capsys):
+    import json
+
+    assert main(["gitops", "init"]) == 0
+    _promoted_and_rolled_back(config)
+    capsys.readouterr()
+    assert main(["registry", "show", "--env", "prod"]) == 0
+    table = capsys.readouterr().out
+    assert "1.1 (sha256:" in table and "by erin" in table and "approved by dave" in table
+    assert "approved by bob" not in table  # the approver of 1.1's first promotion did not approve the rollback
+
+    assert main(["registry", "show", "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert list(shown) == ["dev", "staging", "prod"] and list(shown["prod"]) == list(config.services)
+    prod = shown["prod"]["service-a"]
+    assert list(prod) == ["version", "image", "deployed_at", "deployed_by", "approved_by", "run_id"]
+    assert (prod["version"], prod["image"], prod["deployed_by"], prod["approved_by"], prod["run_id"]) == (
+        "1.1", f"{config.services['service-a'].image}@{digest('d')}", "erin", "dave", "r4")
+    assert prod["deployed_at"].endswith("Z")
+    assert shown["dev"]["service-a"]["approved_by"] is None and shown["dev"]["service-a"]["deployed_by"] == "carol"
+    assert shown["prod"]["service-b"] is None and shown["staging"] == {s: None for s in config.services}
+
+
+def test_cli_registry_history_has_an_approved_by_column_and_json(data_dir, config, capsys):
+    import json
+
+    assert main(["gitops", "init"]) == 0
+    _promoted_and_rolled_back(config)
+    capsys.readouterr()
+    assert main(["registry", "history", "--env", "prod"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["id", "at", "env", "service", "from", "to", "action", "outcome", "by", "approved", "by"]
+    rows = [line.split() for line in lines[2:]]
+    assert [(r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows] == [
+        ("-", "1.1", "deploy", "deployed", "alice", "bob"),
+        ("1.1", "1.2", "deploy", "rolled_back", "alice", "carol"),
+        ("1.2", "1.1", "rollback", "deployed", "erin", "dave"),
+    ]
+    assert main(["registry", "history", "--env", "dev"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[-1] == "-"  # nobody needed to approve dev
+
+    assert main(["registry", "history", "--service", "service-a", "--format", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [list(e) for e in entries] == [["id", "at", "env", "service", "previous_version", "version", "image", "action",
+                                           "outcome", "by", "approved_by", "run_id", "reason"]] * 4
+    assert [(e["env"], e["version"], e["previous_version"], e["action"], e["by"], e["approved_by"], e["reason"])
+            for e in entries] == [
+        ("dev", "1.2", None, "deploy", "carol", None, ""),
+        ("prod", "1.1", None, "deploy", "alice", "bob", "release 1.1"),
+        ("prod", "1.2", "1.1", "deploy", "alice", "carol", "release 1.2"),
+        ("prod", "1.1", "1.2", "rollback", "erin", "dave", "5xx"),
+    ]
+    assert [e["id"] for e in entries] == [1, 2, 3, 4] and entries[1]["image"].endswith(digest("d"))
+    assert main(["registry", "history", "--env", "staging", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("command", [["registry", "show"], ["registry", "history"]])
+def test_cli_registry_format_is_table_or_json(data_dir, config, capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--format", "yaml"])
+    assert exc.value.code == 2
+    assert "argument --format: invalid choice: 'yaml' (choose from 'table', 'json')" in capsys.readouterr().err
+
+
+def test_a_rollback_without_approval_claims_no_approver(registry, config):
+    registry.record_deployment("prod", [request_for(config, "service-a", "1.1", "d", approved_by="bob", scan={"x": 1})],
+                               by="alice", run_id="r1")
+    registry.record_deployment("prod", [request_for(config, "service-a", "1.2", "e", approved_by="bob")],
+                               by="alice", run_id="r2")
+    registry.record_rollback("prod", ["service-a"], by="release-platform", run_id="r3", reason="smoke failed",
+                             outcome="failed")
+    current = registry.state("prod")["service-a"]
+    assert (current.version, current.approved_by, current.evidence) == ("1.1", None, {"scan": {"x": 1}})
+    assert registry.history()[0].approved_by == "bob"  # the original promotion keeps its approver
+    with pytest.raises(RegistryError, match="approved_by: 'bob\\\\n'"):
+        registry.record_rollback("prod", ["service-a"], by="alice", run_id="r4", reason="x", approved_by="bob\n")

@@ -76,9 +76,10 @@ def task_apply(**context) -> dict:
     from release.registry import Registry
 
     plan = context["ti"].xcom_pull(task_ids="validate")
+    approved_by = context["ti"].xcom_pull(task_ids=f"four_eyes_{plan['env'].replace('-', '_')}")  # None: no approval needed
     result = Registry.from_config(load_config()).record_rollback(
         plan["env"], [plan["service"]], by=plan["requester"], run_id=context["run_id"], reason=plan["reason"],
-        to_version=plan["to_version"], outcome="rolled_back")
+        to_version=plan["to_version"], outcome="rolled_back", approved_by=approved_by)
     print(f"rolled {plan['service']} in {plan['env']} back to {plan['to_version']} in commit {result.sha}; "
           f"{roll_out(plan, result.sha)}")
     return {"gitops_commit": result.sha}

@@ -73,3 +73,22 @@ def test_rollback_waits_with_the_environments_own_sync_timeout(staging, config):
 
     plan = plan_rollback({"service": "service-a", "env": "staging", "reason": "r"}, config, staging.snapshot(), "alice")
     assert plan["sync_timeout_seconds"] == config.environments["staging"].argocd.sync_timeout_minutes * 60
+
+
+def test_an_approved_rollback_records_its_approver(staging, as_user, tmp_path, monkeypatch):  # noqa: F811
+    import threading
+
+    from tests.dags.test_promote import override_config
+    from tests.helpers import answer_approval
+
+    override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["staging"].update(
+        approval={"required": False, "required_for_rollback": True, "approvers": ["alice", "bob"]}))
+    response = {}
+    thread = threading.Thread(target=lambda: response.update(answer_approval("rollback", "approve_staging", "bob")))
+    thread.start()
+    states = rollback({})
+    thread.join()
+    assert response["status"] == 200 and states["four_eyes_staging"] == "success", (states, response)
+    current = staging.state("staging")["service-a"]
+    assert (current.version, current.deployed_by, current.approved_by) == ("1.1", "alice", "bob")
+    assert staging.history(env="staging")[-1].approved_by == "bob"

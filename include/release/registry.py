@@ -152,20 +152,20 @@ def validate_request(config: PlatformConfig, env: str, req: DeployRequest) -> No
     allowed = config.services_in(env)
     if req.service not in allowed:
         raise RegistryError(f"service: {req.service!r} does not run in {env}; allowed: {', '.join(allowed)}")
-    if not VERSION_RE.match(req.version):
+    if not VERSION_RE.fullmatch(req.version):
         raise RegistryError(
             f"version: {req.version[:80]!r} is not a version (letters, digits, '.', '_', '+', '-'; at most 128 characters)"
         )
     repository = config.services[req.service].image
     repo_part, _, digest = req.image.partition("@")
-    if repo_part != repository or not DIGEST_RE.match(digest):
+    if repo_part != repository or not DIGEST_RE.fullmatch(digest):
         raise RegistryError(
             f"image: {req.image[:120]!r} must be {repository}@sha256:<64 hex digits> (pinned by digest)"
         )
 
 
 def validate_actor(by: str, run_id: str, reason: str) -> None:
-    if not USER_RE.match(by or ""):
+    if not USER_RE.fullmatch(by or ""):
         raise RegistryError(f"deployed_by: {by!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
     if not run_id or len(run_id) > 250 or any(c in run_id for c in "\r\n\t"):
         raise RegistryError("run_id: must be a single-line run id of at most 250 characters")
@@ -435,7 +435,7 @@ class Registry:
             raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(self.config.env_order)}")
         if to_version is not None and len(services) != 1:
             raise RegistryError("to_version: only allowed when rolling back a single service")
-        if to_version is not None and not VERSION_RE.match(to_version):
+        if to_version is not None and not VERSION_RE.fullmatch(to_version):
             raise RegistryError(f"to_version: {to_version[:80]!r} is not a version")
 
         def mutate(state: RegistryState) -> str:

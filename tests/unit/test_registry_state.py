@@ -135,6 +135,9 @@ def test_history_filters(timeline):
         ("dev", "service-a", "1.0", "registry.local:5000/release/service-a:1.0", "image: 'registry.local:5000/release/service-a:1.0' must be registry.local:5000/release/service-a@sha256:<64 hex digits>"),
         ("dev", "service-a", "1.0", "evil.example.com/service-a@" + digest("a"), "must be registry.local:5000/release/service-a@sha256"),
         ("dev", "service-a", "1.0", "registry.local:5000/release/service-a@sha256:abc", "(pinned by digest)"),
+        # `$` also matches before a final newline: the whole value must match
+        ("dev", "service-a", "1.0\n", None, "version: '1.0\\n' is not a version"),
+        ("dev", "service-a", "1.0", f"registry.local:5000/release/service-a@{digest('a')}\n", "(pinned by digest)"),
     ],
 )
 def test_bad_requests_name_the_field(config, env, service, version, image, message):
@@ -149,6 +152,7 @@ def test_bad_requests_name_the_field(config, env, service, version, image, messa
     [
         ("", "r", "", "deployed_by: '' is not a user name"),
         ("alice; rm", "r", "", "deployed_by: 'alice; rm' is not a user name"),
+        ("alice\n", "r", "", "deployed_by: 'alice\\\\n' is not a user name"),  # a regex: backslash, n
         ("alice", "", "", "run_id: must be a single-line run id"),
         ("alice", "a\nb", "", "run_id: must be a single-line run id"),
         ("alice", "r", "x" * 501, "reason: at most 500 printable characters"),

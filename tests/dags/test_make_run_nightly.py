@@ -1,5 +1,5 @@
 """The nightly DAGs in `make run`'s sandbox: the real make-run.yaml scenario, prepared as
-`python -m release sandbox` prepares it, with a service deployed as a first pipeline run leaves it.
+`python -m release sandbox` prepares it; later a service deployed as a first pipeline run leaves it.
 
 `make run` unpauses the DAGs, so each nightly DAG's latest scheduled run starts at once and in
 any order: the restore drill may run before `velero-backups` has made a backup. The runs below
@@ -36,7 +36,7 @@ def run(dag_id: str, file: str):
 
 @pytest.fixture
 def make_run(airflow_db, data_dir, sandbox, tmp_path, monkeypatch):
-    """The sandbox as `make run` starts it, service-a 1.1 deployed to dev; waits poll fast."""
+    """The sandbox as `make run` starts it, nothing deployed yet; waits poll fast."""
     from release.config import load_config
     from release.sandbox import Scenario
 
@@ -44,7 +44,6 @@ def make_run(airflow_db, data_dir, sandbox, tmp_path, monkeypatch):
     config = load_config()
     ensure_local_repo(config)
     registry = Registry.from_config(config)
-    registry.record_deployment("dev", [release(config, "service-a", "1.1", "3")], by="alice", run_id="pipeline-run")
     sandbox.artifacts_dir = data_dir / "artifacts"
     sandbox.scenario = Scenario.load(MAKE_RUN)
     sandbox.seeded = prepare(sandbox, config)
@@ -69,7 +68,13 @@ def test_every_nightly_dag_succeeds_in_the_make_run_sandbox_and_leaves_its_recor
         assert completed < datetime.now(timezone.utc) - timedelta(hours=19)  # made before the sandbox started
         assert backup["metadata"]["creationTimestamp"] < backup["status"]["completionTimestamp"]
 
-    # image-rescan: the deployed digest is scanned again; a quiet night records nothing new.
+    # image-rescan's first run (the one unpausing starts) finds nothing deployed yet.
+    dagrun, states = run("image-rescan", "image_rescan.py")
+    assert dagrun.state == "success", states
+    assert xcom(dagrun, "targets") == [] and not rescan_pods(sandbox)
+
+    # After a first pipeline run: the deployed digest is scanned again; a quiet night records nothing new.
+    registry.record_deployment("dev", [release(config, "service-a", "1.1", "3")], by="alice", run_id="pipeline-run")
     repo = git.Repo(registry.store.url.removeprefix("file://"))
     head = repo.commit("main").hexsha
     dagrun, states = run("image-rescan", "image_rescan.py")

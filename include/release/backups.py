@@ -215,6 +215,13 @@ def newest_completed(backups: list[dict], env: str) -> dict | None:
 
 
 def task_find_backup(env: str) -> str:
+    """The backup to drill: the newest Completed one, else the drill fails at once.
+
+    It does not wait for a backup that is still running, nor for one to appear: an environment
+    with no Completed backup cannot be restored today, and that is the finding the drill exists
+    to report. (The sandbox of `make run` stands for environments that have been running and
+    holds last night's backups; see release.sandbox.seed.)
+    """
     from release import velero
 
     config = _config()
@@ -340,7 +347,7 @@ Schedule `{config.nightly.restore_drill.schedule}` (UTC; `nightly.restore_drill.
 backup this platform made is restored into scratch namespaces (`namespaceMapping`), the services'
 smoke tests run against the restored copy, the result (restored, smoke passed, recovery time) is
 recorded next to the backups, and the scratch namespaces are deleted whatever happened. A failed
-drill fails the `report` task and sends an alert.
+drill fails the `report` task and sends an alert; no `Completed` backup to restore fails `find_backup`.
 """
 
 

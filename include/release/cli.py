@@ -102,6 +102,7 @@ def _sandbox(args) -> int:
 
     from release.config import ConfigError, data_dir, load_config
     from release.sandbox import SANDBOX_LABEL, SandboxCluster, Scenario
+    from release.sandbox.seed import prepare
 
     try:
         config = load_config()
@@ -114,9 +115,12 @@ def _sandbox(args) -> int:
     cluster = SandboxCluster(scenario, port=args.port, namespaces=namespaces,
                              artifacts_dir=data_dir() / "artifacts", backup_storage_dir=root / "backup-storage")
     cluster.start()
-    for env in config.env_order:  # what the GitOps repo's ApplicationSet would create
-        cluster.call(cluster.ensure_application, *config.argocd_application(env), env)
+    # What the clusters already hold (Applications, the scenario's earlier backups), before the
+    # kubeconfig tells anyone the sandbox is there.
+    seeded = prepare(cluster, config)
     kubeconfig = cluster.write_kubeconfig(args.kubeconfig or root / "kubeconfig")
+    if seeded:
+        print(f"Earlier Completed backups (scenario prior_backups): {', '.join(seeded)}")
     print(f"{SANDBOX_LABEL}\nAPI server: {cluster.url}\nkubeconfig: {kubeconfig}\n"
           f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is\nCtrl-C stops it.", flush=True)
     stop = threading.Event()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config, watch
+
+MAKE_RUN = Path(__file__).resolve().parents[2] / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
 
 
 @pytest.fixture
@@ -169,8 +173,10 @@ def test_faults_429_slow_and_dropped_watch(sandbox, core):
 
 def test_sandbox_command_serves_a_kubeconfig_clients_accept(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([sys.executable, "-m", "release", "sandbox", "--port", "0", "--kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # As `make run` starts it (scripts/run.sh), with its scenario.
+    proc = subprocess.Popen([sys.executable, "-m", "release", "sandbox", "--port", "0", "--kubeconfig", str(kubeconfig),
+                             "--scenario", str(MAKE_RUN)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "RELEASE_DATA_DIR": str(tmp_path / "data")})
     try:
         banner = ""
         deadline = time.monotonic() + 30
@@ -186,6 +192,11 @@ def test_sandbox_command_serves_a_kubeconfig_clients_accept(tmp_path):
         assert "apps-prod" in [n.metadata.name for n in core.list_namespace().items]  # the config's namespaces
         apps = client.CustomObjectsApi(api).list_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications")
         assert sorted(a["metadata"]["name"] for a in apps["items"]) == ["umbrella-dev", "umbrella-prod", "umbrella-staging"]
+        # The scenario's earlier backups are there before the kubeconfig is, as the restore drill needs them.
+        backups = client.CustomObjectsApi(api).list_namespaced_custom_object("velero.io", "v1", "velero", "backups")
+        assert sorted(b["metadata"]["labels"]["release-platform/env"] for b in backups["items"]) == ["dev", "prod", "staging"]
+        assert {b["status"]["phase"] for b in backups["items"]} == {"Completed"}
+        assert "Earlier Completed backups" in banner
     finally:
         proc.terminate()
         proc.wait(10)

@@ -115,6 +115,42 @@ def test_velero_restore_with_namespace_mapping_creates_the_target(api, sandbox):
     assert "drill-apps-prod" not in [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
 
 
+def test_velero_refuses_to_restore_a_backup_it_does_not_hold(api, sandbox):
+    crd = client.CustomObjectsApi(api)
+    restore = {"apiVersion": "velero.io/v1", "kind": "Restore", "metadata": {"name": "drill-2", "namespace": "velero"},
+               "spec": {"backupName": "never-made", "namespaceMapping": {"apps-prod": "drill-apps-prod"}}}
+    crd.create_namespaced_custom_object("velero.io", "v1", "velero", "restores", restore)
+    [done] = watch_until(lambda **kw: crd.list_namespaced_custom_object("velero.io", "v1", "velero", "restores", **kw),
+                         lambda r: r.get("status", {}).get("phase") == "FailedValidation")[-1:]
+    assert done["status"]["validationErrors"] == ['Error retrieving backup: backups.velero.io "never-made" not found']
+    assert "drill-apps-prod" not in [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
+
+
+def test_prior_backups_of_a_scenario_are_completed_validated_and_backdated(sandbox, config):
+    from datetime import datetime, timezone
+
+    from release.sandbox.seed import prepare
+    from release.sandbox.validation import Invalid
+
+    sandbox.scenario = {"prior_backups": {"hours_ago": 20, "items": 7}}
+    now = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
+    names = prepare(sandbox, config, now=now)
+    made = {b["metadata"]["name"]: b for b in sandbox.list("backups", "velero")}
+    assert sorted(names) == sorted(made) and len(made) == 3
+    for b in made.values():
+        assert b["status"]["phase"] == "Completed" and b["status"]["completionTimestamp"] == "2026-03-01T10:00:00Z"
+        assert b["metadata"]["creationTimestamp"] == b["status"]["startTimestamp"] == "2026-03-01T09:59:00Z"
+        assert b["status"]["progress"] == {"totalItems": 7, "itemsBackedUp": 7}
+        results = sandbox.backup_storage_dir / f"backups/{b['metadata']['name']}/{b['metadata']['name']}-results.gz"
+        assert json.loads(gzip.decompress(results.read_bytes())) == {"errors": {}, "warnings": {}}
+    # A seed is created the way any Backup is: one the CRD refuses is refused here too.
+    bad = backup("bad", snapshotVolumes="yes")
+    with pytest.raises(Invalid, match="spec.snapshotVolumes"):
+        sandbox.call(lambda: sandbox.velero.completed_backup(bad, completed=now, items=1))
+    assert "bad" not in {b["metadata"]["name"] for b in sandbox.list("backups", "velero")}
+    assert len(sandbox.list("applications", "argocd")) == 3  # and the ApplicationSet's Applications
+
+
 def test_velero_objects_are_validated_against_the_crds(api):
     crd = client.CustomObjectsApi(api)
     with pytest.raises(client.ApiException) as exc:

@@ -4,7 +4,8 @@ Each reacts to objects the way its real counterpart does, only faster and by the
 scenario's rules: the kubelet walks a pod Pending -> Running -> Succeeded/Failed and
 writes its logs; Argo CD syncs an Application when asked; Velero runs Backups and
 Restores to a terminal phase and leaves its results file in the backup storage, laid
-out as Velero lays it out in the bucket.
+out as Velero lays it out in the bucket; like Velero, it fails the validation of a Restore
+whose backup it does not hold.
 """
 
 from __future__ import annotations
@@ -205,6 +206,11 @@ class Velero:
         rule = self.cluster.scenario.velero_rule(kind, obj)
         store = self.cluster.store
         store.patch(res, ns, name, lambda o: merge_patch(o, {"status": {"phase": "New"}}))
+        if kind == "Restore" and (problem := self._missing_backup(ns, obj)):
+            # Velero's restore controller refuses to start: no backup, nothing to restore.
+            store.patch(res, ns, name, lambda o: merge_patch(o, {"status": {
+                "phase": "FailedValidation", "validationErrors": [problem], "completionTimestamp": now()}}))
+            return
         await asyncio.sleep(rule.delay_seconds / 3)
         start = _ts()
         progress = {"totalItems": rule.items, "itemsBackedUp" if kind == "Backup" else "itemsRestored": 0}
@@ -227,6 +233,34 @@ class Velero:
             for target in (obj.get("spec", {}).get("namespaceMapping") or {}).values():
                 self.cluster.ensure_namespace(target, labels={"velero.io/restore-name": name})
         store.patch(res, ns, name, lambda o: merge_patch(o, {"status": final}))
+
+    def _missing_backup(self, ns: str, restore: dict) -> str | None:
+        """The validation error Velero gives a Restore whose backup it cannot find, else None."""
+        backup = (restore.get("spec") or {}).get("backupName") or ""
+        try:
+            self.cluster.store.get(self.cluster.resource("backups"), ns, backup)
+        except NotFound:
+            return f'Error retrieving backup: backups.velero.io "{backup}" not found'
+        return None
+
+    def completed_backup(self, manifest: dict, *, completed: datetime, items: int) -> dict:
+        """Put a Backup in the cluster as Velero leaves one that completed at `completed`, with its
+        (empty) results file in the storage: a backup made before the sandbox started. The
+        manifest is validated against Velero's CRD like any created object."""
+        from release.sandbox import validation
+
+        validation.validate_crd(manifest)
+        spec = manifest.get("spec") or {}
+        started = completed - timedelta(minutes=1)
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        status = {"phase": "Completed", "version": 1, "formatVersion": "1.1.0",
+                  "startTimestamp": started.strftime(stamp), "completionTimestamp": completed.strftime(stamp),
+                  "expiration": (started + _parse_duration(spec.get("ttl") or "720h")).strftime(stamp),
+                  "progress": {"totalItems": items, "itemsBackedUp": items}, "errors": 0, "warnings": 0}
+        created = self.cluster.store.create(self.cluster.resource("backups"), manifest["metadata"]["namespace"],
+                                            {**manifest, "status": status}, created_at=status["startTimestamp"])
+        self._write_results("Backup", created["metadata"]["name"], [], [])
+        return created
 
     @staticmethod
     def storage_key(target_kind: str, name: str) -> str:

@@ -3,7 +3,9 @@
 A scenario is plain data (a YAML file for `python -m release sandbox --scenario`, or a
 dict in a test). Rules are tried in order; the first that matches an object decides its
 fate, and objects no rule matches get the defaults: pods succeed quickly, Applications
-sync and turn healthy, backups and restores complete.
+sync and turn healthy, backups and restores complete. `prior_backups` puts Completed backups
+in place before anything runs (release.sandbox.seed), as an environment that has been running
+holds them.
 """
 
 from __future__ import annotations
@@ -115,6 +117,16 @@ class VeleroRule(_Rule):
     failure_reason: str | None = None
 
 
+class PriorBackups(_Rule):
+    """Backups that exist when the sandbox starts, as the nightly `velero-backups` run left them:
+    one Completed backup of every environment the platform backs up, finished `hours_ago` hours
+    before the start. The sandbox then stands for environments that have been running, as a
+    real one would, so a restore drill has something to restore from its first minute."""
+
+    hours_ago: float = Field(20, gt=0)
+    items: int = Field(42, ge=0)
+
+
 class FaultMatch(_Rule):
     method: str | None = None
     path: str | None = None  # glob over the URL path
@@ -146,6 +158,7 @@ class Scenario(_Rule):
     backups: list[VeleroRule] = Field(default_factory=list)
     restores: list[VeleroRule] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
+    prior_backups: PriorBackups | None = None  # none: Velero holds no backup until one is made
     base_dir: Path | None = Field(None, description="where relative artifact sources are read from")
 
     @classmethod

@@ -120,7 +120,8 @@ class Store:
         return [(kind, copy.deepcopy(obj)) for e_rv, plural, kind, obj in self.events if plural == res.plural and e_rv > rv]
 
     # -- writes -------------------------------------------------------------------------
-    def create(self, res: Resource, ns: str, obj: dict) -> dict:
+    def create(self, res: Resource, ns: str, obj: dict, *, created_at: str | None = None) -> dict:
+        """`created_at` backdates an object that stands for one made before the sandbox started."""
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
@@ -131,7 +132,7 @@ class Store:
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         if res.namespaced:
             meta["namespace"] = ns
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1, resourceVersion=self._bump())
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=created_at or now(), generation=1, resourceVersion=self._bump())
         self.objects[key] = obj
         self._emit(res, "ADDED", obj)
         return copy.deepcopy(obj)

@@ -33,8 +33,8 @@ class DeferRace:
       reports success, which the API server refuses).
     """
 
-    def __init__(self, task_id: str, when: str):
-        self.task_id, self.when = task_id, when
+    def __init__(self, task_id: str, when: str, map_index: int = -1):
+        self.task_id, self.when, self.map_index = task_id, when, map_index
         self.pending = None  # the TaskInstanceKey whose deferral exit the executor reported, unprocessed
         self.fired: list[str] = []
         self.refused: list[str] = []
@@ -73,7 +73,7 @@ class DeferRace:
         while True:
             ti.set_state(TaskInstanceState.QUEUED)  # the scheduler hands it to the executor
             ti.refresh_from_db()
-            if self.at("queued") and ti.next_method is not None and ti.task_id == self.task_id:
+            if self.at("queued") and ti.next_method is not None and ti.key.primary == self.pending.primary:
                 self.stale_success()
             sdk_ti = TaskInstanceSDK(id=UUID(str(ti.id)), task_id=ti.task_id, dag_id=ti.dag_id, run_id=ti.run_id,
                                      try_number=ti.try_number, map_index=ti.map_index,
@@ -85,7 +85,7 @@ class DeferRace:
                 self.refused.append(f"{ti.task_id}: {exc}")
             ti.refresh_from_db()
             if ti.state == TaskInstanceState.DEFERRED and result is not None and isinstance(result.msg, DeferTask):
-                if ti.task_id == self.task_id and not self.fired:
+                if (ti.task_id, ti.map_index) == (self.task_id, self.map_index) and not self.fired:
                     self.pending = ti.key  # the worker exited: "success" waits in the executor's buffer
                 trigger = import_string(result.msg.classpath)(**deserialize(result.msg.trigger_kwargs))
                 event = _run_inline_trigger(trigger, sdk_ti)
@@ -122,7 +122,8 @@ def race(monkeypatch, request):
 
     from release.operators import ReleasePodOperator
 
-    replay = DeferRace("build", request.param)
+    when, map_index = request.param if isinstance(request.param, tuple) else (request.param, -1)
+    replay = DeferRace("build", when, map_index)
     monkeypatch.setattr(dag_module, "_run_task", replay.run_task)
 
     write_logs = ReleasePodOperator._write_logs
@@ -145,16 +146,24 @@ def race(monkeypatch, request):
     return replay
 
 
-def build_dag(dag_id: str):
+def build_dag(dag_id: str, mapped: int = 0):
     from airflow.sdk import DAG, task
 
-    from release.pods import PodStep, pod_operator
+    from release.pods import PodStep, mapped_pod_kwargs, pod_operator
 
     step = PodStep(step="build", image="registry.local:5000/tools/buildkit@sha256:" + "2" * 64, args=["build", "."])
+    fast = dict(namespace="default", kubernetes_conn_id="k8s_sandbox", poll_interval=0.2,
+                startup_check_interval_seconds=0.2, retry_delay=timedelta(seconds=1))
     with DAG(dag_id, start_date=datetime(2026, 1, 1), schedule=None, catchup=False) as dag:
-        build = pod_operator("build", step, namespace="default", kubernetes_conn_id="k8s_sandbox",
-                             service="service-a", commit="a" * 40, poll_interval=0.2,
-                             startup_check_interval_seconds=0.2, retry_delay=timedelta(seconds=1))
+        if mapped:
+            @task
+            def platforms():
+                return [mapped_pod_kwargs(step, service="service-a", commit="a" * 40, args=["build", f"--arch={i}"])
+                        for i in range(mapped)]
+
+            pod_operator("build", step, expand_kwargs=platforms(), **fast)
+            return dag
+        build = pod_operator("build", step, service="service-a", commit="a" * 40, **fast)
 
         @task
         def sign(result):
@@ -207,6 +216,26 @@ def test_a_try_failed_by_the_defer_race_takes_the_succeeded_pods_result(airflow_
     out = capfd.readouterr().out
     taken = out.index("already succeeded for this task (try 1)")
     assert "#9 exporting to image" in out[taken:]  # the pod's log is in the retry's task log
+
+
+@pytest.mark.parametrize("race", [("queued", 1)], indirect=True)
+def test_each_mapped_pod_is_its_own_result(airflow_db, sandbox, race):
+    """Taking a result goes by run, task and map index: the retried map index takes its own pod's
+    result, not its sibling's, and the sibling is not touched."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    sandbox.scenario = {"pods": [{"match": {"labels": {"map_index": str(i)}}, "duration_seconds": 0,
+                                  "schedule_seconds": 0, "termination_message": f'{{"arch": {i}}}'} for i in range(2)]}
+    dagrun = run_dag_test(build_dag("defer-race-mapped", mapped=2))
+    assert race.fired == ["build"]
+    builds = {ti.map_index: (ti.state, ti.try_number) for ti in dagrun.get_task_instances() if ti.task_id == "build"}
+    assert builds == {0: ("success", 1), 1: ("success", 2)}
+    assert [r.status for r in sandbox.seen("POST", "/pods")] == [201, 201]
+    with create_session() as session:
+        rows = session.scalars(XComModel.get_many(run_id=dagrun.run_id, dag_ids=dagrun.dag_id, task_ids="build",
+                                                  key="return_value", map_indexes=[0, 1])).all()
+        assert {r.map_index: XComModel.deserialize_value(r) for r in rows} == {0: {"arch": 0}, 1: {"arch": 1}}
 
 
 def test_a_cleared_step_runs_again(airflow_db, sandbox):

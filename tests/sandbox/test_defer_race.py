@@ -12,7 +12,7 @@ step must have run once, its result being the task's XCom.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -216,6 +216,10 @@ def test_a_try_failed_by_the_defer_race_takes_the_succeeded_pods_result(airflow_
     out = capfd.readouterr().out
     taken = out.index("already succeeded for this task (try 1)")
     assert "#9 exporting to image" in out[taken:]  # the pod's log is in the retry's task log
+    # Where the result came from: the pod while it is still there, else what try 1 recorded.
+    recorded = "its result was recorded: taking it" in out
+    assert recorded == (race.when == "after_cleanup")
+    assert ("Keeping pod" in out) == (race.when == "reading_logs")  # the kill left the succeeded pod alone
 
 
 @pytest.mark.parametrize("race", [("queued", 1)], indirect=True)

@@ -17,6 +17,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from kubernetes.client import models as k8s
@@ -26,6 +27,14 @@ ARTIFACTS_CLAIM = "release-artifacts"  # a ReadWriteMany volume the workers see 
 RUN_AS_USER = 65532  # "nonroot" in distroless and Chainguard images
 # Where Kubernetes clients (helm, kubectl, client-go) look for in-cluster credentials.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+# A step retries only for the platform's sake (an evicted or never-started pod, the API server
+# failing a request, a try Airflow failed after the pod succeeded): a tool that ran and said no
+# fails at once. Such a retry waits seconds, doubling per try with jitter, never over the cap.
+RETRIES = 2
+RETRY_DELAY = timedelta(seconds=5)
+RETRY_BACKOFF = 2.0
+MAX_RETRY_DELAY = timedelta(seconds=30)
 
 # Each kubernetes model built without a configuration copies the client's default one,
 # which costs more than everything else in a DAG file; one shared copy keeps parsing
@@ -243,7 +252,10 @@ def pod_operator(
         on_finish_action="delete_succeeded_pod",
         startup_timeout_seconds=300,
         deferrable=True,
-        retries=2,
+        retries=RETRIES,
+        retry_delay=RETRY_DELAY,
+        retry_exponential_backoff=RETRY_BACKOFF,
+        max_retry_delay=MAX_RETRY_DELAY,
         log_events_on_failure=True,
     )
     common = dict(

@@ -133,14 +133,16 @@ else
   # A real cluster: nothing deploys or runs nightly until someone unpauses it on purpose.
   # New DAGs start paused (Airflow's default); DAGs unpaused by an earlier sandbox run are
   # paused again, since their nightly runs would now act on the real cluster.
+  again=""
   if [ "$last_mode" = sandbox ]; then
     run airflow dags pause --treat-dag-id-as-regex --yes '.*' > "$AIRFLOW_HOME/pause.log" 2>&1 \
       || { cat "$AIRFLOW_HOME/pause.log"; stop 1; }
+    again="; those the sandbox ran were paused again"
   fi
   echo cluster > "$mode_file"
   paused="against a real cluster every new DAG starts paused, the nightly ones included, so nothing
   deploys or runs on a schedule until you unpause it in the UI (triggering a DAG there unpauses it).
-  DAGs you unpaused stay so across runs$( [ "$last_mode" = sandbox ] && echo "; those the sandbox ran were paused again")."
+  DAGs you unpaused stay so across runs$again."
 fi
 
 cat <<MSG

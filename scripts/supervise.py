@@ -10,8 +10,9 @@ holds the port. This process
 
 - leaves make's process group and session first, so no signal to make's group reaches it;
 - is a child subreaper (Linux), so everything COMMAND starts stays its descendant even when a
-  parent in between exits or a descendant starts a session of its own (Airflow's task
-  supervisors and `airflow standalone`'s parts do both);
+  parent in between exits (a hung `airflow standalone` killed before its parts) or a
+  descendant leaves the group or session (Airflow puts each task in a process group of its
+  own; subprocess hooks start new sessions);
 - stops COMMAND's whole tree when it gets SIGTERM/SIGINT/SIGHUP (what run.sh sends), when
   COMMAND exits, or when run.sh dies without a word (PR_SET_PDEATHSIG turns that into a
   SIGTERM; elsewhere its parent is checked every second): SIGTERM to every process of the

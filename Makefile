@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PORT ?= 8080
 
 .PHONY: run test install install-dev bench clean check-stack
 
@@ -24,8 +23,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: install
-	PORT=$(PORT) VENV=$(VENV) scripts/run.sh
+# The port is checked before anything is installed or started; PORT defaults to an exported
+# AIRFLOW__API__PORT, else 8080.
+run:
+	@PORT="$(PORT)" PYTHON="$(PYTHON)" scripts/run.sh --check-port
+	@$(MAKE) --no-print-directory install
+	PORT="$(PORT)" PYTHON="$(PYTHON)" VENV="$(VENV)" scripts/run.sh
 
 test: install-dev
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest --cov=release --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)

@@ -422,6 +422,11 @@ environment that spans a whole run (pools count single tasks and never an approv
 """
 
 
+def reason_help(config: PlatformConfig) -> str:
+    gated = [e for e in config.env_order[1:] if config.environments[e].approval.required]
+    return f"why; required for a promotion to {' or '.join(gated)}" if gated else "why (optional)"
+
+
 def synced_sensor(task_id: str, plan: str, commit_of: str, conn: str):
     """Wait for the plan's Application to be Synced at the commit task `commit_of` made, and
     Healthy, within the target environment's `argocd.sync_timeout_minutes` (`plan` is the
@@ -465,7 +470,8 @@ def build_promote_dag(config: PlatformConfig):
             "from_env": Param(config.env_order[0], type="string", enum=config.env_order[:-1]),
             "to_env": Param(config.env_order[1] if len(config.env_order) > 1 else "", type="string", enum=config.env_order[1:]),
             "version": Param(None, type=["null", "string"], description="default: what from_env runs"),
-            "reason": Param("", type="string", maxLength=MAX_REASON, description="required for environments that need approval"),
+            # Nullable, so the trigger form accepts it empty; validate insists where approval is required.
+            "reason": Param("", type=["null", "string"], maxLength=MAX_REASON, description=reason_help(config)),
         },
     ) as dag:
         validate = PythonOperator(task_id="validate", python_callable=task_validate)

@@ -79,9 +79,18 @@ def task_apply(**context) -> dict:
     result = Registry.from_config(load_config()).record_rollback(
         plan["env"], [plan["service"]], by=plan["requester"], run_id=context["run_id"], reason=plan["reason"],
         to_version=plan["to_version"], outcome="rolled_back")
+    from release import outcome
+
     print(f"rolled {plan['service']} in {plan['env']} back to {plan['to_version']} in commit {result.sha}; "
           f"{roll_out(plan, result.sha)}")
+    # Until the smoke test passes, this is what the run did (a failed rollout adds what failed).
+    outcome.record(context["ti"], _rolled_back(plan, result.sha))
     return {"gitops_commit": result.sha}
+
+
+def _rolled_back(plan: dict, sha: str) -> str:
+    return (f"rolled {plan['service']} in {plan['env']} back from {plan['from_version']} to {plan['to_version']}, "
+            f"commit {sha[:12]}")
 
 
 def task_record_smoke(**context) -> None:
@@ -93,6 +102,15 @@ def task_record_smoke(**context) -> None:
     Registry.from_config(load_config()).record_evidence(
         plan["env"], {plan["service"]: {"version": plan["to_version"], "smoke": evidence}},
         by=plan["requester"], run_id=context["run_id"])
+    from release import outcome
+
+    approved_by = next((a for a in (context["ti"].xcom_pull(task_ids=t) for t in four_eyes_tasks(context)) if a), None)
+    outcome.record(context["ti"], _rolled_back(plan, context["ti"].xcom_pull(task_ids="apply")["gitops_commit"])
+                   + "; smoke test passed" + (f"; approved by {approved_by}" if approved_by else ""))
+
+
+def four_eyes_tasks(context) -> list[str]:
+    return [t for t in context["dag"].task_ids if t.startswith("four_eyes_")]
 
 
 DOC = """
@@ -112,10 +130,10 @@ def build_rollback_dag(config: PlatformConfig):
     from datetime import timedelta
 
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
     from airflow.sdk import DAG, Param
 
+    from release.approval import ApprovalByOthers
     from release.assets import REGISTRY
     from release.notify import on_failure
     from release.pods import PodStep, pod_operator
@@ -148,9 +166,9 @@ def build_rollback_dag(config: PlatformConfig):
             if not env.approval.required_for_rollback:
                 continue
             key = env_name.replace("-", "_")
-            approve = ApprovalOperator(
+            approve = ApprovalByOthers(
                 task_id=f"approve_{key}", subject="{{ %s['subject'] }}" % plan, body="{{ %s['body'] }}" % plan,
-                assigned_users=[{"id": a, "name": a} for a in env.approval.approvers],
+                approvers=env.approval.approvers, action="rollback",
                 response_timeout=timedelta(minutes=env.approval.response_timeout_minutes))
             needs_approval >> approve >> PythonOperator(task_id=f"four_eyes_{key}",
                                                         python_callable=task_four_eyes(f"approve_{key}")) >> apply

@@ -142,11 +142,14 @@ def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summar
 
 
 def failed_rollout_step(ti, strategy: str, rollout_task: str, smoke_task: str) -> str:
-    """Which step after a deploy failed: the rollout, or the smoke test that follows it."""
-    if strategy == "helm":
-        # A helm pod reports nothing on success, but the smoke pod is only created after it.
-        return "smoke test" if ti.xcom_pull(task_ids=smoke_task, key="pod_name") else "helm upgrade"
-    return "smoke test" if ti.xcom_pull(task_ids=rollout_task) else "Argo CD sync"
+    """Which step after a deploy failed: the smoke test, or the rollout before it. Read from the
+    task states: a rollout step can fail after doing its work (a scheduler race may fail a sensor
+    that already saw the sync), and then it was not the smoke test that failed."""
+    from release import outcome
+
+    if smoke_task in outcome.failed_tasks({"ti": ti}, [rollout_task, smoke_task]):
+        return "smoke test"
+    return "helm upgrade" if strategy == "helm" else "Argo CD sync"
 
 
 def task_rollback(service: str, env: str, run_id: str, failed_step: str, deploy: dict | None) -> dict:

@@ -410,8 +410,12 @@ def task_report(**context) -> None:
     if rolled:
         now = Registry.from_config(_config()).state(plan["to_env"])
         restored = ", ".join(f"{s} {now[s].version}" for s in rolled["restored"] if s in now)
-        message = (f"{rolled['what']}; rolled {plan['to_env']} back to {restored or 'nothing'}"
-                   + (f" (commit {rolled['gitops_commit'][:12]})" if rolled["gitops_commit"] else ""))
+        first_time = [i["service"] for i in plan["items"] if i["service"] not in rolled["restored"]]
+        message = rolled["what"]
+        if restored:
+            message += f"; rolled {plan['to_env']} back to {restored} (commit {rolled['gitops_commit'][:12]})"
+        if first_time:
+            message += f"; no earlier version of {', '.join(first_time)} in {plan['to_env']} to roll back to"
         broken = [t for t in failed if t.startswith(ROLLBACK_TASKS)]
         _fail(message + (f"; the rollback failed too at {', '.join(broken)}" if broken else ""))
     if not deployed:

@@ -72,6 +72,7 @@ def task_needs_approval(**context) -> str:
 
 
 def task_apply(**context) -> dict:
+    from release import outcome
     from release.config import load_config
     from release.registry import Registry
 
@@ -79,8 +80,6 @@ def task_apply(**context) -> dict:
     result = Registry.from_config(load_config()).record_rollback(
         plan["env"], [plan["service"]], by=plan["requester"], run_id=context["run_id"], reason=plan["reason"],
         to_version=plan["to_version"], outcome="rolled_back")
-    from release import outcome
-
     print(f"rolled {plan['service']} in {plan['env']} back to {plan['to_version']} in commit {result.sha}; "
           f"{roll_out(plan, result.sha)}")
     # Until the smoke test passes, this is what the run did (a failed rollout adds what failed).
@@ -94,6 +93,7 @@ def _rolled_back(plan: dict, sha: str) -> str:
 
 
 def task_record_smoke(**context) -> None:
+    from release import outcome
     from release.config import load_config
     from release.registry import Registry
 
@@ -102,8 +102,6 @@ def task_record_smoke(**context) -> None:
     Registry.from_config(load_config()).record_evidence(
         plan["env"], {plan["service"]: {"version": plan["to_version"], "smoke": evidence}},
         by=plan["requester"], run_id=context["run_id"])
-    from release import outcome
-
     approved_by = next((a for a in (context["ti"].xcom_pull(task_ids=t) for t in four_eyes_tasks(context)) if a), None)
     outcome.record(context["ti"], _rolled_back(plan, context["ti"].xcom_pull(task_ids="apply")["gitops_commit"])
                    + "; smoke test passed" + (f"; approved by {approved_by}" if approved_by else ""))
@@ -123,6 +121,8 @@ have been deployed in that environment before. Where the environment's policy sa
 puts the exact earlier digest back; Argo CD syncs it (or, for an environment with the `helm`
 deploy strategy, `helm upgrade --install --atomic --wait` deploys exactly that commit) and the
 smoke test runs. History shows the replaced version as `rolled_back`, with the reason.
+The run's note says what it did ("rolled service-a in prod back from 1.2.0 to 1.1.0, commit ...;
+smoke test passed", "refused: ...", "rejected by bob"); a run that rolled nothing back is failed.
 """
 
 

@@ -3,7 +3,9 @@
     validate -> verify -> build -> image_ref -> sbom, scan -> scan_sarif, scan_gate
              -> chart_validate (alongside the build)
     is_release (skips the rest in PR mode) -> sign, attest_sbom -> deploy_dev -> wait_dev -> smoke_dev
-    rollback_dev runs only if wait_dev or smoke_dev failed: it puts dev back and fails the run.
+    rollback_dev follows a successful deploy_dev once wait_dev and smoke_dev are done; if one of
+    them failed it puts dev back and fails the run (a run stopped before the deploy never reaches it).
+    The run's note says what it did (release.outcome): deployed, refused, rolled back, or PR mode.
 
 With the `helm` deploy strategy a pod replaces the Argo CD sync, and the rollback's deploy is
 a pod too, so the rollback is three tasks:
@@ -59,16 +61,17 @@ def scan_policy_for(config: PlatformConfig, service: str, env: str):
 
 
 def _fail(message: str):
-    from airflow.sdk.exceptions import AirflowFailException
+    """Fail the running task with `message`, recorded as the run's outcome (release.outcome)."""
+    from release.promote import _fail as fail
 
-    raise AirflowFailException(message)
+    fail(message)
 
 
 def task_validate(params: dict) -> dict:
     try:
         return validate_params(params)
     except ParamError as exc:
-        _fail(str(exc))
+        _fail(f"refused: {exc}")
 
 
 def task_image_ref(service: str, build_result: Any) -> str:
@@ -97,7 +100,7 @@ def task_scan_gate(service: str, commit: str) -> dict:
         _fail(f"scan-gate: cannot read the Trivy report {report_path}: {exc}")
     print(summary.describe())
     if not summary.passed:
-        _fail(f"scan-gate: {service} {commit[:12]} is blocked: {summary.describe()}")
+        _fail(f"refused: scan-gate: {service} {commit[:12]} is blocked: {summary.describe()}")
     return summary.to_dict()
 
 
@@ -139,11 +142,14 @@ def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summar
 
 
 def failed_rollout_step(ti, strategy: str, rollout_task: str, smoke_task: str) -> str:
-    """Which step after a deploy failed: the rollout, or the smoke test that follows it."""
-    if strategy == "helm":
-        # A helm pod reports nothing on success, but the smoke pod is only created after it.
-        return "smoke test" if ti.xcom_pull(task_ids=smoke_task, key="pod_name") else "helm upgrade"
-    return "smoke test" if ti.xcom_pull(task_ids=rollout_task) else "Argo CD sync"
+    """Which step after a deploy failed: the smoke test, or the rollout before it. Read from the
+    task states: a rollout step can fail after doing its work (a scheduler race may fail a sensor
+    that already saw the sync), and then it was not the smoke test that failed."""
+    from release import outcome
+
+    if smoke_task in outcome.failed_tasks({"ti": ti}, [rollout_task, smoke_task]):
+        return "smoke test"
+    return "helm upgrade" if strategy == "helm" else "Argo CD sync"
 
 
 def task_rollback(service: str, env: str, run_id: str, failed_step: str, deploy: dict | None) -> dict:
@@ -204,7 +210,8 @@ scans and signs the image, validates its chart, records it in the GitOps registr
 rollout or smoke test rolls {config.env_order[0]} back to the previous version and fails the run.
 
 With `pr` set (PR mode) it stops after the scan gate and chart validation: nothing is
-signed, deployed or written to the registry. Runs queue one at a time per service.
+signed, deployed or written to the registry, and the run is green with a note saying so. Runs
+queue one at a time per service. A run's note says what it did (deployed, refused, rolled back).
 """
 
 
@@ -268,15 +275,17 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         smoke = pod_operator(f"smoke_{env}", steps.smoke(config, service, env), **pods)
         record_smoke = PythonOperator(task_id=f"record_smoke_{env}", python_callable=_record_smoke(service, env),
                                       outlets=[REGISTRY])
+        # Runs only once the deploy succeeded and its rollout and smoke test are done (it skips
+        # unless one of them failed): a run stopped before the deploy never reaches it.
         rollback = PythonOperator(task_id=f"rollback_{env}",
                                   python_callable=_rollback_from_context(service, env, wait.task_id, environment.deploy_strategy),
-                                  trigger_rule="one_failed", outlets=[REGISTRY])
+                                  trigger_rule="all_done_min_one_success", outlets=[REGISTRY])
 
         validate >> [verify, chart_validate]
         verify >> build >> image_ref >> [sbom, scan]
         scan >> [scan_sarif, scan_gate]
         [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> deploy >> wait >> smoke >> record_smoke
-        [wait, smoke] >> rollback
+        [deploy, wait, smoke] >> rollback
         if helm:
             helm_rollback = pod_operator(
                 f"helm_rollback_{env}",
@@ -304,7 +313,15 @@ def _image_ref_from_context(service: str):
 
 
 def _is_release(**context) -> bool:
-    return context["params"].get("pr") is None
+    from release import outcome
+
+    params = context["params"]
+    if params.get("pr") is None:
+        return True
+    outcome.record(context["ti"], f"PR mode (PR #{params['pr']}): {context['dag'].dag_id.removesuffix('-pipeline')} "
+                                  f"at {str(params.get('commit'))[:12]} built, scanned and its chart validated; "
+                                  "nothing signed, deployed or recorded, by design")
+    return False
 
 
 def _deploy_from_context(service: str, env: str):
@@ -327,10 +344,16 @@ def _record_smoke(service: str, env: str):
         from release.config import load_config
         from release.registry import Registry
 
-        version = context["ti"].xcom_pull(task_ids=f"deploy_{env}")["version"]
+        from release import outcome
+
+        deployed = context["ti"].xcom_pull(task_ids=f"deploy_{env}")
+        version = deployed["version"]
         evidence = {"passed": True, "run_id": context["run_id"], "at": datetime.now(timezone.utc).isoformat()}
         Registry.from_config(load_config()).record_evidence(env, {service: {"version": version, "smoke": evidence}},
                                                            by="release-platform", run_id=context["run_id"])
+        commit = context["ti"].xcom_pull(task_ids="validate")["commit"]
+        outcome.record(context["ti"], f"deployed {service} {version} to {env}, commit {commit[:12]} "
+                                      f"(GitOps commit {deployed['gitops_commit'][:12]})")
     return record_smoke
 
 
@@ -338,9 +361,13 @@ def _rollback_from_context(service: str, env: str, rollout_task: str, strategy: 
     def rollback(**context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from release import outcome
+
         ti = context["ti"]
         if not ti.xcom_pull(task_ids=f"deploy_{env}"):
             raise AirflowSkipException("nothing was deployed, so there is nothing to roll back")
+        if not outcome.failed_tasks(context, [rollout_task, f"smoke_{env}"]):
+            raise AirflowSkipException(f"the rollout and smoke test in {env} passed: nothing to roll back")
         failed_step = failed_rollout_step(ti, strategy, rollout_task, f"smoke_{env}")
         return task_rollback(service, env, context["run_id"], failed_step, ti.xcom_pull(task_ids=f"deploy_{env}"))
     return rollback

@@ -217,9 +217,21 @@ def check_four_eyes(plan: dict, response: dict | None) -> str:
 
 
 def _fail(message: str):
+    """Fail the running task with `message`, recorded as the run's outcome (release.outcome)."""
+    from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 
-    raise AirflowFailException(message)
+    from release import outcome
+
+    try:
+        ti = get_current_context()["ti"]
+    except Exception:  # called outside a task (a unit test of the callable)
+        raise AirflowFailException(message) from None
+    outcome.fail(ti, message)
+
+
+def _refuse(message: str):
+    _fail(f"refused: {message}")
 
 
 def _plan(context) -> dict:
@@ -242,7 +254,7 @@ def run_planner(planner, context) -> dict:
     try:
         plan = planner(dict(context["params"]), config, Registry.from_config(config).snapshot(), requester)
     except PromotionError as exc:
-        _fail(str(exc))
+        _refuse(str(exc))
     print(f"{plan['subject']}\n{plan['body']}")
     return plan
 
@@ -261,7 +273,7 @@ def task_gate_smoke(**context) -> list[str]:
     try:
         lines = gate_smoke(_plan(context))
     except PromotionError as exc:
-        _fail(str(exc))
+        _refuse(str(exc))
     print("\n".join(lines))
     return lines
 
@@ -272,7 +284,7 @@ def task_gate_scan(**context) -> list[str]:
     try:
         lines = gate_scan(_plan(context), _config(), utc_today())
     except PromotionError as exc:
-        _fail(str(exc))
+        _refuse(str(exc))
     print("\n".join(lines))
     return lines
 
@@ -283,7 +295,7 @@ def task_gate_freeze(**context) -> str:
     try:
         end = gate_freeze(_config(), plan["to_env"], now)
     except PromotionError as exc:
-        _fail(str(exc))
+        _refuse(str(exc))
     print(f"{plan['to_env']} is frozen until {end}: waiting" if end else f"no deploy freeze active for {plan['to_env']}")
     return end or now.isoformat()
 
@@ -299,7 +311,7 @@ def task_four_eyes(env_task: str):
         try:
             approver = check_four_eyes(plan, context["ti"].xcom_pull(task_ids=env_task))
         except PromotionError as exc:
-            _fail(str(exc))
+            _refuse(str(exc))
         print(f"approved by {approver}; requested by {plan['requester']}")
         return approver
     return four_eyes
@@ -381,17 +393,42 @@ def task_rollback(**context) -> dict:
     return result
 
 
+ROLLBACK_TASKS = ("rollout_rollback", "wait_rollback", "helm_rollback_", "smoke_after_rollback")
+
+
 def task_report(**context) -> None:
+    """The run's one leaf, so the run's state is its verdict: success only if the promotion was
+    deployed and nothing failed; its outcome (release.outcome) becomes the run's note."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from release import outcome
     from release.registry import Registry
 
-    rolled = context["ti"].xcom_pull(task_ids="rollback")
-    if not rolled:
-        return  # nothing went wrong after the deploy
-    plan = _plan(context)
-    now = Registry.from_config(_config()).state(plan["to_env"])
-    restored = ", ".join(f"{s} {now[s].version}" for s in rolled["restored"] if s in now)
-    _fail(f"{rolled['what']}; rolled {plan['to_env']} back to {restored or 'nothing'} "
-          f"(commit {rolled['gitops_commit'][:12]})")
+    ti = context["ti"]
+    plan, deployed, rolled = _plan(context), ti.xcom_pull(task_ids="deploy"), ti.xcom_pull(task_ids="rollback")
+    failed = outcome.failed_tasks(context)
+    if rolled:
+        now = Registry.from_config(_config()).state(plan["to_env"])
+        restored = ", ".join(f"{s} {now[s].version}" for s in rolled["restored"] if s in now)
+        first_time = [i["service"] for i in plan["items"] if i["service"] not in rolled["restored"]]
+        message = rolled["what"]
+        if restored:
+            message += f"; rolled {plan['to_env']} back to {restored} (commit {rolled['gitops_commit'][:12]})"
+        if first_time:
+            message += f"; no earlier version of {', '.join(first_time)} in {plan['to_env']} to roll back to"
+        broken = [t for t in failed if t.startswith(ROLLBACK_TASKS)]
+        _fail(message + (f"; the rollback failed too at {', '.join(broken)}" if broken else ""))
+    if not deployed:
+        why = outcome.recorded(context, failed)
+        if why:  # the task that stopped the run said why; that stays the run's note
+            raise AirflowFailException(f"nothing was deployed: {why}")
+        _fail(f"nothing was deployed: {', '.join(failed) or 'an earlier task'} failed (see its log)")
+    what = ", ".join(f"{i['service']} {i['version']}" for i in plan["items"])
+    line = (f"deployed {what} to {plan['to_env']}, commit {deployed['gitops_commit'][:12]}"
+            + (f", approved by {deployed['approved_by']}" if deployed.get("approved_by") else ""))
+    if failed:
+        _fail(f"{line}, but {', '.join(failed)} failed")
+    print(outcome.record(ti, line))
 
 
 # -- the DAG -----------------------------------------------------------------------------------
@@ -406,12 +443,17 @@ Trigger with `services` (names, or `["*"]` for everything `from_env` runs), `fro
 1. **validate** every param against the config and the registry, before anything happens;
 2. **gates**, each with its evidence in the log: smoke passed in `from_env`, the scan summary
    passes `to_env`'s policy (re-evaluated), `cosign verify` on every digest, no deploy freeze;
-3. **approval** where `to_env` requires it (prod): an approver other than the requester
-   answers in *Required actions*; a rejection or no answer in time deploys nothing;
+3. **approval** where `to_env` requires it (prod): the approvers other than the requester are
+   asked in *Required actions* (Airflow refuses the requester's answer); a rejection or no answer
+   in time deploys nothing;
 4. **deploy**: one GitOps commit for all services, an Argo CD sync (or, where `to_env` uses the
    `helm` strategy, `helm upgrade --install --atomic --wait` of exactly that commit), smoke tests;
 5. a failed rollout or smoke test **rolls back** every promoted service in one commit, deployed
    the same way, and fails the run.
+
+`report` decides the run's colour: green only when the promotion was deployed and nothing
+failed. A refused, rejected, frozen-out or failed promotion is red, and the run's note says what
+happened ("deployed ... to prod, commit ...", "refused: ...", "rejected by bob", "... rolled back").
 
 Promotions run **one at a time, whatever their environments** (`max_active_runs=1`): a later
 one waits in *queued*, in trigger order, until the running one has finished; none is dropped
@@ -420,6 +462,11 @@ and two never interleave. The price: a run parked at an approval (up to the envi
 to any environment; answer it, or mark it failed, to let the queue move. Airflow has no lock per
 environment that spans a whole run (pools count single tasks and never an approval wait).
 """
+
+
+def reason_help(config: PlatformConfig) -> str:
+    gated = [e for e in config.env_order[1:] if config.environments[e].approval.required]
+    return f"why; required for a promotion to {' or '.join(gated)}" if gated else "why (optional)"
 
 
 def synced_sensor(task_id: str, plan: str, commit_of: str, conn: str):
@@ -439,11 +486,11 @@ def build_promote_dag(config: PlatformConfig):
     from datetime import timedelta
 
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
     from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
     from airflow.sdk import DAG, Param
 
+    from release.approval import ApprovalByOthers
     from release.assets import REGISTRY
     from release.notify import on_failure
     from release.pods import PodStep, SecretVolume, pod_operator
@@ -465,7 +512,8 @@ def build_promote_dag(config: PlatformConfig):
             "from_env": Param(config.env_order[0], type="string", enum=config.env_order[:-1]),
             "to_env": Param(config.env_order[1] if len(config.env_order) > 1 else "", type="string", enum=config.env_order[1:]),
             "version": Param(None, type=["null", "string"], description="default: what from_env runs"),
-            "reason": Param("", type="string", maxLength=MAX_REASON, description="required for environments that need approval"),
+            # Nullable, so the trigger form accepts it empty; validate insists where approval is required.
+            "reason": Param("", type=["null", "string"], maxLength=MAX_REASON, description=reason_help(config)),
         },
     ) as dag:
         validate = PythonOperator(task_id="validate", python_callable=task_validate)
@@ -489,11 +537,11 @@ def build_promote_dag(config: PlatformConfig):
             if not env.approval.required:
                 continue
             key = env_name.replace("-", "_")
-            approve = ApprovalOperator(
+            approve = ApprovalByOthers(
                 task_id=f"approve_{key}",
                 subject="{{ %s['subject'] }}" % plan,
                 body="{{ %s['body'] }}" % plan,
-                assigned_users=[{"id": a, "name": a} for a in env.approval.approvers],
+                approvers=env.approval.approvers, action="promotion",
                 response_timeout=timedelta(minutes=env.approval.response_timeout_minutes),
             )
             four_eyes = PythonOperator(task_id=f"four_eyes_{key}", python_callable=task_four_eyes(f"approve_{key}"))

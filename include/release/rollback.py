@@ -72,6 +72,7 @@ def task_needs_approval(**context) -> str:
 
 
 def task_apply(**context) -> dict:
+    from release import outcome
     from release.config import load_config
     from release.registry import Registry
 
@@ -82,10 +83,18 @@ def task_apply(**context) -> dict:
         to_version=plan["to_version"], outcome="rolled_back", approved_by=approved_by)
     print(f"rolled {plan['service']} in {plan['env']} back to {plan['to_version']} in commit {result.sha}; "
           f"{roll_out(plan, result.sha)}")
+    # Until the smoke test passes, this is what the run did (a failed rollout adds what failed).
+    outcome.record(context["ti"], _rolled_back(plan, result.sha))
     return {"gitops_commit": result.sha}
 
 
+def _rolled_back(plan: dict, sha: str) -> str:
+    return (f"rolled {plan['service']} in {plan['env']} back from {plan['from_version']} to {plan['to_version']}, "
+            f"commit {sha[:12]}")
+
+
 def task_record_smoke(**context) -> None:
+    from release import outcome
     from release.config import load_config
     from release.registry import Registry
 
@@ -94,6 +103,13 @@ def task_record_smoke(**context) -> None:
     Registry.from_config(load_config()).record_evidence(
         plan["env"], {plan["service"]: {"version": plan["to_version"], "smoke": evidence}},
         by=plan["requester"], run_id=context["run_id"])
+    approved_by = next((a for a in (context["ti"].xcom_pull(task_ids=t) for t in four_eyes_tasks(context)) if a), None)
+    outcome.record(context["ti"], _rolled_back(plan, context["ti"].xcom_pull(task_ids="apply")["gitops_commit"])
+                   + "; smoke test passed" + (f"; approved by {approved_by}" if approved_by else ""))
+
+
+def four_eyes_tasks(context) -> list[str]:
+    return [t for t in context["dag"].task_ids if t.startswith("four_eyes_")]
 
 
 DOC = """
@@ -106,6 +122,8 @@ have been deployed in that environment before. Where the environment's policy sa
 puts the exact earlier digest back; Argo CD syncs it (or, for an environment with the `helm`
 deploy strategy, `helm upgrade --install --atomic --wait` deploys exactly that commit) and the
 smoke test runs. History shows the replaced version as `rolled_back`, with the reason.
+The run's note says what it did ("rolled service-a in prod back from 1.2.0 to 1.1.0, commit ...;
+smoke test passed", "refused: ...", "rejected by bob"); a run that rolled nothing back is failed.
 """
 
 
@@ -113,10 +131,10 @@ def build_rollback_dag(config: PlatformConfig):
     from datetime import timedelta
 
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
     from airflow.sdk import DAG, Param
 
+    from release.approval import ApprovalByOthers
     from release.assets import REGISTRY
     from release.notify import on_failure
     from release.pods import PodStep, pod_operator
@@ -149,9 +167,9 @@ def build_rollback_dag(config: PlatformConfig):
             if not env.approval.required_for_rollback:
                 continue
             key = env_name.replace("-", "_")
-            approve = ApprovalOperator(
+            approve = ApprovalByOthers(
                 task_id=f"approve_{key}", subject="{{ %s['subject'] }}" % plan, body="{{ %s['body'] }}" % plan,
-                assigned_users=[{"id": a, "name": a} for a in env.approval.approvers],
+                approvers=env.approval.approvers, action="rollback",
                 response_timeout=timedelta(minutes=env.approval.response_timeout_minutes))
             needs_approval >> approve >> PythonOperator(task_id=f"four_eyes_{key}",
                                                         python_callable=task_four_eyes(f"approve_{key}")) >> apply

@@ -13,7 +13,7 @@ import yaml
 from release.gitops import ensure_local_repo
 from release.registry import DeployRequest, Registry
 from release.scan import ScanPolicy, evaluate_report
-from tests.helpers import answer_approval, digest
+from tests.helpers import answer_approval, digest, head
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
@@ -70,6 +70,37 @@ def override_config(tmp_path, monkeypatch, mutate) -> None:
     monkeypatch.setenv("RELEASE_PLATFORM_CONFIG", str(path))
 
 
+def last_run(dag_id: str) -> tuple[str, str | None]:
+    """The state and note of the DAG's newest run, as the metadata database (and so the UI and
+    the REST API) holds them."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
+        return run.state, run.note
+
+
+def dagrun_id(dag_id: str) -> str:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first().run_id
+
+
+def api_get(path: str, user: str = "alice") -> dict:
+    """GET a Core REST API route as `user` would."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="admin"))
+    resp = TestClient(create_app("core")).get(path, headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
 def promote(params: dict, answer: tuple[str, str] | None = None, approval_task: str = "approve_prod"):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -94,6 +125,10 @@ def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sand
     assert (staging.version, staging.image) == (dev.version, dev.image) == ("1.1", staging.image)
     assert staging.deployed_by == "alice" and staging.evidence["promoted_from"] == "dev"
     assert staging.evidence["smoke"]["passed"] is True  # smoke passed in staging, recorded
+    synced = sandbox.get("applications", "argocd", "umbrella-staging")["status"]["sync"]["revision"]  # the deploy's commit
+    assert last_run("promote") == ("success", f"deployed service-a 1.1 to staging, commit {synced[:12]}")
+    run = api_get(f"/api/v2/dags/promote/dagRuns/{dagrun_id('promote')}")  # what the UI and scripts see
+    assert (run["state"], run["note"]) == ("success", f"deployed service-a 1.1 to staging, commit {synced[:12]}")
     entry = world.history(env="staging", service="service-a")[-1]
     assert (entry.previous_version, entry.version, entry.reason) == ("1.0", "1.1", "weekly")
     assert len(world.history()) == before + 1
@@ -108,23 +143,51 @@ def prod_ready(world, config):
     world.record_deployment("staging", [release(config, "service-a", "1.1", "3")], by="alice", run_id="r3")
 
 
-def test_prod_needs_another_approver_and_records_them(world, config, as_user):
+def test_the_requester_is_refused_and_another_approver_still_can_answer(world, config, as_user):
+    """alice triggered the run: Airflow refuses her answer without using up the request, and bob's
+    answer on the same run deploys."""
     prod_ready(world, config)
-    states, response = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "release 1.1"},
-                               answer=("bob", "Approve"))
-    assert response["status"] == 200 and states["four_eyes_prod"] == "success", (states, response)
+    result = {}
+
+    def alice_then_bob():
+        result["alice"] = answer_approval("promote", "approve_prod", "alice", "Approve")
+        result["open"] = hitl_open("promote", "approve_prod")
+        result["bob"] = answer_approval("promote", "approve_prod", "bob", "Approve")
+
+    thread = threading.Thread(target=alice_then_bob)
+    thread.start()
+    states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "release 1.1"})
+    thread.join()
+    assert result["alice"]["status"] == 403 and "not a respondent" in str(result["alice"]["body"]), result
+    assert result["open"] is True  # her answer did not use up the request
+    assert result["bob"]["status"] == 200 and states["four_eyes_prod"] == "success", (states, result)
     prod = world.state("prod")["service-a"]
     assert (prod.version, prod.deployed_by, prod.evidence["approved_by"]) == ("1.1", "alice", "bob")
+    state, note = last_run("promote")
+    assert state == "success" and note.startswith("deployed service-a 1.1 to prod, commit ") and note.endswith("approved by bob")
 
 
-def test_the_requester_cannot_approve_their_own_release(world, config, as_user, capfd):
+def hitl_open(dag_id: str, task_id: str) -> bool:
+    """The task still waits for an answer and none was recorded."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id,
+                                                TaskInstance.state == "awaiting_input").first()
+        detail = ti and session.query(HITLDetail).filter(HITLDetail.ti_id == ti.id).one()
+        return bool(detail) and not detail.response_received
+
+
+def test_a_run_whose_only_approver_is_its_requester_fails_at_once(world, config, as_user, monkeypatch, tmp_path):
     prod_ready(world, config)
-    states, response = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "mine"},
-                               answer=("alice", "Approve"))
-    assert response["status"] == 200  # alice is an approver, so HITL accepts her answer...
-    assert states["four_eyes_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")  # ...four-eyes does not
+    override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["prod"]["approval"].update(approvers=["alice"]))
+    states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "mine"})
+    assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped"), states
     assert "service-a" not in world.state("prod")
-    assert "four-eyes: alice requested this promotion and cannot approve it" in capfd.readouterr().out
+    assert last_run("promote") == ("failed", "refused: approval: alice requested this promotion and is its only "
+                                             "approver (alice); another approver must be configured")
 
 
 def test_someone_not_assigned_cannot_answer(world, config, as_user):
@@ -153,8 +216,11 @@ def test_rejection_deploys_nothing(world, config, as_user):
     head = world.store.read("registry/versions.yaml")
     states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "x"},
                         answer=("bob", "Reject"))
-    assert states["deploy"] == "skipped" and states["smoke"] == "skipped"
+    # A rejection fails the approval: the run that deployed nothing is red and says who said no.
+    assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")
+    assert states["smoke"] in ("upstream_failed", "skipped")
     assert world.store.read("registry/versions.yaml") == head
+    assert last_run("promote") == ("failed", "rejected by bob")
 
 
 def test_no_answer_in_time_deploys_nothing(world, config, as_user, monkeypatch, tmp_path):
@@ -188,6 +254,7 @@ def test_no_answer_in_time_deploys_nothing(world, config, as_user, monkeypatch, 
     thread.join()
     assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")
     assert "service-a" not in world.state("prod")
+    assert last_run("promote") == ("failed", "not approved: no answer in time from bob")
 
 
 @pytest.mark.parametrize("params,message", [
@@ -212,16 +279,18 @@ def test_refused_before_anything_is_written(world, config, sandbox, as_user, cap
     else:
         assert states["validate"] == "failed"
         assert message in capfd.readouterr().out
+        state, note = last_run("promote")
+        assert state == "failed" and note.startswith("refused: ") and message[:60] in note, note
     assert world.store.read("registry/versions.yaml") == head and not sandbox.seen("POST", "/pods")
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("unsigned", "verify_signatures"),
-    ("scan", "gate_scan"),
-    ("freeze", "gate_freeze"),
-    ("smoke", "gate_smoke"),
+@pytest.mark.parametrize("case,expected,note", [
+    ("unsigned", "verify_signatures", "nothing was deployed: verify_signatures failed (see its log)"),
+    ("scan", "gate_scan", "refused: gate scan: service-a 1.2 under staging's policy"),
+    ("freeze", "gate_freeze", "refused: gate freeze: staging is frozen until"),
+    ("smoke", "gate_smoke", "refused: gate smoke: no passed smoke test in dev is recorded for: service-a 1.2"),
 ])
-def test_gates_refuse(world, config, sandbox, as_user, monkeypatch, tmp_path, case, expected):
+def test_gates_refuse(world, config, sandbox, as_user, monkeypatch, tmp_path, case, expected, note):
     if case == "unsigned":
         sandbox.scenario = {"pods": [{"match": {"labels": {"release-platform/step": "verify-signatures"}}, "exit_code": 1,
                                       "logs": ["Error: no matching signatures"]}], "default_pod": {"duration_seconds": 0.1}}
@@ -239,6 +308,8 @@ def test_gates_refuse(world, config, sandbox, as_user, monkeypatch, tmp_path, ca
     assert states[expected] == "failed", states
     assert states["deploy"] in ("upstream_failed", "skipped")
     assert world.store.read("registry/versions.yaml") == head
+    state, written = last_run("promote")
+    assert state == "failed" and written.startswith(note), written
 
 
 def test_failed_smoke_in_staging_rolls_back_every_promoted_service(world, config, sandbox, as_user, capfd):
@@ -254,3 +325,31 @@ def test_failed_smoke_in_staging_rolls_back_every_promoted_service(world, config
     assert story[-2:] == [("2.1", "deploy", "failed"), ("2.0", "rollback", "deployed")]
     assert "the smoke test of service-a, service-b in staging failed; rolled staging back to service-a 1.0, service-b 2.0" \
         in capfd.readouterr().out
+    state, note = last_run("promote")
+    assert state == "failed" and note == ("the smoke test of service-a, service-b in staging failed; rolled staging back to "
+                                          f"service-a 1.0, service-b 2.0 (commit {head(world.store.url)[:12]})")
+
+
+def form_blocks_trigger(param: dict) -> bool:
+    """Whether Airflow 3.3's trigger form keeps Trigger disabled for this param as it opens: the
+    UI (airflow/ui/dist, `isRequired`) requires a param whose schema has a type without "null",
+    and counts a null or "" value as missing."""
+    kind = param["schema"].get("type")
+    required = bool(kind) and (not isinstance(kind, list) or "null" not in kind)
+    return required and param["value"] in (None, "")
+
+
+def test_trigger_forms_require_what_the_run_requires(config):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    blocking = {dag_id: {name for name in bag.dags[dag_id].params
+                         if form_blocks_trigger(bag.dags[dag_id].params.get_param(name).dump())}
+                for dag_id in ("promote", "rollback", "service-a-pipeline")}
+    # promote: reason is required only for prod, which validate checks; the form accepts it empty.
+    # rollback always needs a reason; a pipeline run needs its commit.
+    assert blocking == {"promote": set(), "rollback": {"reason"}, "service-a-pipeline": {"commit"}}
+    reason = bag.dags["promote"].params.get_param("reason")
+    assert reason.description == "why; required for a promotion to prod"
+    reason.resolve("")  # the schema itself accepts an empty reason ...
+    reason.resolve(None)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry
-from tests.dags.test_promote import as_user, release  # noqa: F401 - fixtures shared with the promotion tests
+from tests.dags.test_promote import as_user, hitl_open, last_run, override_config, release  # noqa: F401 - shared fixtures
+from tests.helpers import answer_approval
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -42,6 +44,8 @@ def test_rollback_to_the_previous_version(staging, as_user, sandbox):  # noqa: F
     assert last[-1].reason == "errors after 1.2" and last[-1].by == "alice"
     app = sandbox.get("applications", "argocd", "umbrella-staging")
     assert app["status"]["sync"]["status"] == "Synced"
+    assert last_run("rollback") == ("success", "rolled service-a in staging back from 1.2 to 1.1, "
+                                               f"commit {app['status']['sync']['revision'][:12]}; smoke test passed")
 
 
 def test_rollback_to_an_explicit_older_version(staging, as_user):  # noqa: F811
@@ -58,14 +62,16 @@ def test_rollback_to_an_explicit_older_version(staging, as_user):  # noqa: F811
 def test_refused(staging, as_user, capfd, params, message):  # noqa: F811
     from airflow.sdk.exceptions import ParamValidationError
 
-    head = staging.store.read("registry/versions.yaml")
+    before = staging.store.read("registry/versions.yaml")
     try:
         states = rollback(params)
     except ParamValidationError as exc:  # the trigger form's schema refused it first
         assert f"param {next(iter(params))}" in str(exc)
     else:
         assert states["validate"] == "failed" and message in capfd.readouterr().out
-    assert staging.store.read("registry/versions.yaml") == head
+        state, note = last_run("rollback")
+        assert state == "failed" and note.startswith("refused: ") and message in note, note
+    assert staging.store.read("registry/versions.yaml") == before
 
 
 def test_rollback_waits_with_the_environments_own_sync_timeout(staging, config):
@@ -75,20 +81,26 @@ def test_rollback_waits_with_the_environments_own_sync_timeout(staging, config):
     assert plan["sync_timeout_seconds"] == config.environments["staging"].argocd.sync_timeout_minutes * 60
 
 
-def test_an_approved_rollback_records_its_approver(staging, as_user, tmp_path, monkeypatch):  # noqa: F811
-    import threading
-
-    from tests.dags.test_promote import override_config
-    from tests.helpers import answer_approval
-
+def test_rollback_approval_refuses_the_requester_and_waits_for_another(staging, as_user, monkeypatch, tmp_path):  # noqa: F811
+    """Where the environment's policy asks for approval of rollbacks, alice (who asked) is refused
+    by Airflow and bob's answer on the same run lets the rollback happen."""
     override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["staging"].update(
         approval={"required": False, "required_for_rollback": True, "approvers": ["alice", "bob"]}))
-    response = {}
-    thread = threading.Thread(target=lambda: response.update(answer_approval("rollback", "approve_staging", "bob")))
+    result = {}
+
+    def alice_then_bob():
+        result["alice"] = answer_approval("rollback", "approve_staging", "alice")
+        result["open"] = hitl_open("rollback", "approve_staging")
+        result["bob"] = answer_approval("rollback", "approve_staging", "bob")
+
+    thread = threading.Thread(target=alice_then_bob)
     thread.start()
     states = rollback({})
     thread.join()
-    assert response["status"] == 200 and states["four_eyes_staging"] == "success", (states, response)
+    assert result["alice"]["status"] == 403 and result["open"] is True and result["bob"]["status"] == 200, result
+    assert states["four_eyes_staging"] == "success" and states["record_smoke"] == "success", states
     current = staging.state("staging")["service-a"]
     assert (current.version, current.deployed_by, current.approved_by) == ("1.1", "alice", "bob")
     assert staging.history(env="staging")[-1].approved_by == "bob"
+    state, note = last_run("rollback")
+    assert state == "success" and note.endswith("smoke test passed; approved by bob"), note

@@ -10,6 +10,7 @@ import yaml
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry
+from tests.dags.test_promote import last_run
 from tests.helpers import digest, request_for
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -77,6 +78,8 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config):
     assert app["status"]["sync"]["revision"] == app["status"]["operationState"]["syncResult"]["revision"]
     assert len(app["status"]["sync"]["revision"]) == 40 and gitops_head.version == "1.1.0"
     assert states["rollback_dev"] == "skipped"
+    assert last_run("service-a-pipeline") == (
+        "success", f"deployed service-a 1.1.0 to dev, commit {COMMIT[:12]} (GitOps commit {app['status']['sync']['revision'][:12]})")
 
 
 def test_pods_the_cluster_received_are_hardened(world, sandbox):
@@ -119,6 +122,8 @@ def test_blocking_scan_stops_at_the_gate(world, sandbox):
     assert world.snapshot().entries == before.entries
     steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
     assert "sign" not in steps and "smoke-dev" not in steps
+    state, note = last_run("service-a-pipeline")
+    assert state == "failed" and note.startswith(f"refused: scan-gate: service-a {COMMIT[:12]} is blocked: "), note
 
 
 def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd):
@@ -131,6 +136,8 @@ def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capf
     assert story == [("1.0.0", "deploy", "deployed"), ("1.1.0", "deploy", "failed"), ("1.0.0", "rollback", "deployed")]
     out = capfd.readouterr().out
     assert "service-a 1.1.0: the smoke test in dev failed; rolled dev back to 1.0.0" in out
+    state, note = last_run("service-a-pipeline")
+    assert state == "failed" and note.startswith("service-a 1.1.0: the smoke test in dev failed; rolled dev back to 1.0.0"), note
 
 
 def test_pr_mode_never_signs_deploys_or_writes(world, sandbox):
@@ -142,6 +149,10 @@ def test_pr_mode_never_signs_deploys_or_writes(world, sandbox):
     assert world.snapshot().entries == before.entries
     steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
     assert steps.isdisjoint({"sign", "attest-sbom", "smoke-dev"})
+    # Writing nothing is what PR mode is for: the run is green and says so.
+    assert dagrun.state == "success" and last_run("service-a-pipeline") == (
+        "success", f"PR mode (PR #42): service-a at {COMMIT[:12]} built, scanned and its chart validated; "
+                   "nothing signed, deployed or recorded, by design")
 
 
 @pytest.mark.parametrize("params,message", [
@@ -154,6 +165,10 @@ def test_bad_params_fail_at_the_first_task_naming_the_param(world, sandbox, capf
     assert states["validate"] == "failed"
     assert not sandbox.seen("POST", "/pods")  # no pod was created
     assert message in capfd.readouterr().out
+    # Nothing after validate ran, the rollback included: every other task was never started.
+    assert {t: s for t, s in states.items() if t != "validate" and s != "upstream_failed"} == {}
+    state, note = last_run("service-a-pipeline")
+    assert state == "failed" and note.startswith("refused: " + message), note
 
 
 def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox):

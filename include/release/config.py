@@ -54,7 +54,7 @@ class _Strict(BaseModel):
 
 
 def _check_dns_label(value: str) -> str:
-    if not DNS1123_LABEL.match(value):
+    if not DNS1123_LABEL.fullmatch(value):
         raise ValueError(f"{value!r} is not {DNS1123_RULE}")
     return value
 
@@ -105,7 +105,7 @@ class Service(_Strict):
     @classmethod
     def _image_repository(cls, value: str) -> str:
         # A repository reference only: the platform pins images by digest itself.
-        if not re.match(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", value):
+        if not re.fullmatch(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", value):
             raise ValueError(
                 f"{value!r} is not an image repository (lowercase host[:port]/path, no tag or digest, e.g. registry.example.com/team/app)"
             )
@@ -135,7 +135,7 @@ class Approval(_Strict):
     @classmethod
     def _user_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$", name):
+            if not re.fullmatch(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$", name):
                 raise ValueError(f"approver {name!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
         return value
 
@@ -153,7 +153,7 @@ class ArgoCD(_Strict):
 
 
 def _check_helm_release(value: str) -> str:
-    if len(value) > HELM_RELEASE_MAX or not HELM_RELEASE.match(value):
+    if len(value) > HELM_RELEASE_MAX or not HELM_RELEASE.fullmatch(value):
         raise ValueError(f"{value!r} is not a Helm release name: lowercase letters, digits, '-' and '.', "
                          f"starting and ending with a letter or digit, at most {HELM_RELEASE_MAX} characters")
     return value
@@ -222,7 +222,7 @@ class Environment(_Strict):
     @field_validator("kubernetes_conn_id")
     @classmethod
     def _conn_id(cls, value: str) -> str:
-        if not CONN_ID.match(value):
+        if not CONN_ID.fullmatch(value):
             raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '_', '.', '-')")
         return value
 
@@ -258,7 +258,7 @@ class GitOps(_Strict):
     @field_validator("branch")
     @classmethod
     def _branch(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$", value) or ".." in value or value.endswith((".lock", "/")):
+        if not re.fullmatch(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$", value) or ".." in value or value.endswith((".lock", "/")):
             raise ValueError(f"{value!r} is not a valid branch name")
         return value
 
@@ -273,7 +273,7 @@ class Artifacts(_Strict):
 
 
 def _image_ref(value: str) -> str:
-    if not re.match(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9._-]+)*(:[A-Za-z0-9_.-]{1,128})?(@sha256:[0-9a-f]{64})?$", value):
+    if not re.fullmatch(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9._-]+)*(:[A-Za-z0-9_.-]{1,128})?(@sha256:[0-9a-f]{64})?$", value):
         raise ValueError(f"{value!r} is not an image reference (repository[:tag][@sha256:digest])")
     return value
 
@@ -356,14 +356,14 @@ class Notifications(_Strict):
     @field_validator("slack_conn_id", "email_conn_id")
     @classmethod
     def _conn_id(cls, value: str | None) -> str | None:
-        if value is not None and not CONN_ID.match(value):
+        if value is not None and not CONN_ID.fullmatch(value):
             raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '_', '.', '-')")
         return value
 
     @field_validator("slack_channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        if not re.match(r"^[#@]?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", value):
+        if not re.fullmatch(r"^[#@]?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", value):
             raise ValueError(f"{value!r} is not a Slack channel (#name, @user or a channel id)")
         return value
 
@@ -371,14 +371,14 @@ class Notifications(_Strict):
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
-            if not re.match(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", address):
+            if not re.fullmatch(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", address):
                 raise ValueError(f"{address!r} is not an e-mail address (name@example.com)")
         return value
 
     @field_validator("email_from")
     @classmethod
     def _sender(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", value):
+        if value is not None and not re.fullmatch(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", value):
             raise ValueError(f"{value!r} is not an e-mail address (name@example.com)")
         return value
 

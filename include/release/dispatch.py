@@ -17,7 +17,7 @@ def plan(params: dict, config: PlatformConfig) -> dict:
     from release.affected import AffectedIndex, validate_paths
 
     before = params.get("before")
-    if before is not None and (not isinstance(before, str) or not COMMIT_RE.match(before)):
+    if before is not None and (not isinstance(before, str) or not COMMIT_RE.fullmatch(before)):
         raise ParamError(f"before: {str(before)[:80]!r} is not a full commit id (40 lowercase hex characters) or null")
     facts = validate_params({"commit": params.get("after"), "ref": params.get("ref"), "pr": params.get("pr"),
                              "changed_paths": params.get("changed_paths") or []})

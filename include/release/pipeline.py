@@ -35,9 +35,9 @@ class ParamError(ValueError):
 def validate_params(params: dict) -> dict:
     """The run's params, checked before anything is built; errors name the param."""
     commit, ref, pr = params.get("commit"), params.get("ref"), params.get("pr")
-    if not isinstance(commit, str) or not COMMIT_RE.match(commit):
+    if not isinstance(commit, str) or not COMMIT_RE.fullmatch(commit):
         raise ParamError(f"commit: {str(commit)[:80]!r} is not a full commit id (40 lowercase hex characters)")
-    if not isinstance(ref, str) or ".." in ref or not REF_RE.match(ref):
+    if not isinstance(ref, str) or ".." in ref or not REF_RE.fullmatch(ref):
         raise ParamError(f"ref: {str(ref)[:80]!r} is not a ref; allowed forms: refs/heads/<branch>, refs/tags/<tag>, refs/pull/<n>/head")
     if pr is not None and (isinstance(pr, bool) or not isinstance(pr, int) or not 1 <= pr <= 10**9):
         raise ParamError(f"pr: {str(pr)[:80]!r} is not a pull request number (a positive integer) or null")
@@ -79,7 +79,7 @@ def task_image_ref(service: str, build_result: Any) -> str:
     from release.registry import DIGEST_RE
 
     digest = (build_result or {}).get("containerimage.digest") if isinstance(build_result, dict) else None
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
         _fail(f"build: the build reported no image digest (containerimage.digest); got {str(build_result)[:200]!r}")
     return f"{load_config().services[service].image}@{digest}"
 
@@ -332,7 +332,7 @@ def _deploy_from_context(service: str, env: str):
         by = getattr(context["dag_run"], "triggering_user_name", None) or "release-platform"
         return task_deploy(service, env, ti.xcom_pull(task_ids="validate"), ti.xcom_pull(task_ids="image_ref"),
                            ti.xcom_pull(task_ids="scan_gate"), context["run_id"],
-                           by if USER_RE.match(by) else "release-platform")
+                           by if USER_RE.fullmatch(by) else "release-platform")
     return deploy
 
 

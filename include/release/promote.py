@@ -30,7 +30,7 @@ class PromotionError(ValueError):
 
 
 def _plain(param: str, value: Any, pattern: re.Pattern, allowed: str) -> str:
-    if not isinstance(value, str) or len(value) > 128 or not pattern.match(value):
+    if not isinstance(value, str) or len(value) > 128 or not pattern.fullmatch(value):
         raise PromotionError(f"{param}: {str(value)[:80]!r} is not allowed; allowed: {allowed}")
     return value
 
@@ -74,7 +74,7 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
     approval = config.environments[to_env].approval
     if approval.required and not reason.strip():
         raise PromotionError(f"reason: required for a promotion to {to_env}")
-    if not USER_RE.match(requester or ""):
+    if not USER_RE.fullmatch(requester or ""):
         raise PromotionError(f"the run was triggered by {requester!r}, which is not a user name the registry can record")
 
     items = []

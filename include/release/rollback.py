@@ -29,7 +29,7 @@ def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -
     reason = params.get("reason") or ""
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason):
         raise PromotionError(f"reason: required, at most {MAX_REASON} characters on one line")
-    if not USER_RE.match(requester or ""):
+    if not USER_RE.fullmatch(requester or ""):
         raise PromotionError(f"the run was triggered by {requester!r}, which is not a user name the registry can record")
     current = running[service]
     try:

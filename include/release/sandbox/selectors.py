@@ -29,10 +29,10 @@ def parse_labels(selector: str | None) -> list[tuple[str, str, frozenset]]:
     """Requirements as (key, op, values); op is one of in, notin, exists, !exists."""
     reqs = []
     for term in _split(selector or ""):
-        if m := _EQ.match(term):
+        if m := _EQ.fullmatch(term):
             key, op, value = m.groups()
             reqs.append((key, "notin" if op == "!=" else "in", frozenset([value])))
-        elif m := _SET.match(term):
+        elif m := _SET.fullmatch(term):
             neg, key, op, values = m.groups()
             if op:
                 reqs.append((key, op, frozenset(v.strip() for v in values.split(","))))
@@ -61,7 +61,7 @@ def parse_fields(selector: str | None) -> list[tuple[str, bool, str]]:
     """Requirements as (dotted path, equal?, value)."""
     reqs = []
     for term in _split(selector or ""):
-        m = _EQ.match(term)
+        m = _EQ.fullmatch(term)
         if not m:
             raise SelectorError(f"invalid field selector: {term!r}")
         path, op, value = m.groups()

@@ -52,7 +52,7 @@ def _name_causes(obj: dict, rule: re.Pattern, rule_text: str) -> list[tuple[str,
     name = meta.get("name")
     if not name and not meta.get("generateName"):
         return [("metadata.name", "FieldValueRequired", "name or generateName is required")]
-    if name and not rule.match(name):
+    if name and not rule.fullmatch(name):
         return [("metadata.name", "FieldValueInvalid", f"Invalid value: {name!r}: {rule_text}")]
     return []
 
@@ -67,7 +67,7 @@ def _pod_causes(pod: dict) -> list[tuple[str, str, str]]:
     for group in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(group) or []):
             name = c.get("name", "")
-            if not DNS_LABEL.match(name):
+            if not DNS_LABEL.fullmatch(name):
                 causes.append((f"spec.{group}[{i}].name", "FieldValueInvalid",
                                f"Invalid value: {name!r}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"))
             if name in seen:
@@ -77,7 +77,7 @@ def _pod_causes(pod: dict) -> list[tuple[str, str, str]]:
                 causes.append((f"spec.{group}[{i}].image", "FieldValueRequired", "Required value"))
             for section in ("limits", "requests"):
                 for resource, value in ((c.get("resources") or {}).get(section) or {}).items():
-                    if not QUANTITY.match(str(value)):
+                    if not QUANTITY.fullmatch(str(value)):
                         causes.append((f"spec.{group}[{i}].resources.{section}.{resource}", "FieldValueInvalid",
                                        f"Invalid value: {value!r}: quantities must match the regular expression "
                                        "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))

@@ -56,8 +56,16 @@ def _rank(item) -> int:
     return next((i for i, prefix in enumerate(_ORDER) if item.nodeid.startswith(prefix)), len(_ORDER))
 
 
+# An end-to-end test runs a whole `make run` (start, pipeline runs, stop): pyproject.toml's
+# 300 s per test is too short for it on a loaded machine, unless the test sets its own.
+E2E_TIMEOUT_SECONDS = 900
+
+
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_rank)  # stable: within a rank, the usual order
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_SECONDS))
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,18 @@ run:
 	@$(MAKE) --no-print-directory install
 	PORT="$(PORT)" PYTHON="$(PYTHON)" VENV="$(VENV)" scripts/run.sh
 
+# Tests run in parallel (pytest-xdist), each worker with its own Airflow home, metadata
+# database and ports (tests/conftest.py). `--dist loadgroup` hands tests out one at a time
+# (tests marked with the same xdist_group stay together), longest first, so the end-to-end
+# `make run` test starts at once and the quick unit tests fill the end. Three workers on two
+# cores: much of a DAG test is waiting on pods, sensors and the e2e test's own processes.
+# PYTEST_WORKERS=0 runs everything in one process; PYTEST_EXIT_FILE=path keeps pytest's exit code
+# there when it fails (make itself reports any failure as 2).
+PYTEST_WORKERS ?= 3
 test: install-dev
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest --cov=release --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup \
+	  --cov=release --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS) \
+	  || { status=$$?; $(if $(PYTEST_EXIT_FILE),echo $$status > $(PYTEST_EXIT_FILE);) exit $$status; }
 
 bench: install-dev
 	$(PY) bench/registry.py

@@ -1,17 +1,24 @@
-"""Shared fixtures. Airflow reads its settings at import, so they are set here first."""
+"""Shared fixtures. Airflow reads its settings at import, so they are set here first.
+
+Every pytest process (the only one, or each pytest-xdist worker, which imports this file on
+its own) gets its own Airflow home, and with it its own metadata database, logs and data
+folder: workers never share a database or a file.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="release-tests-airflow-")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1, ... under pytest-xdist
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix=f"release-tests-airflow-{_WORKER}-")
 os.environ.update(
     {
         "AIRFLOW_HOME": _AIRFLOW_HOME,
@@ -35,6 +42,30 @@ pytest_plugins = ["release.sandbox.pytest_plugin"]
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+# Longest first, so that no long test starts last and runs alone while the other workers idle
+# (`make test` hands tests out one at a time in this order, see the Makefile): the end-to-end
+# tests, then the DAG runs, then everything that starts servers, then the quick rest.
+_ORDER = ("tests/e2e/", "tests/dags/", "tests/sandbox/", "tests/integration/", "tests/deploy/")
+
+
+def _rank(item) -> int:
+    if item.get_closest_marker("e2e"):
+        return 0
+    return next((i for i, prefix in enumerate(_ORDER) if item.nodeid.startswith(prefix)), len(_ORDER))
+
+
+# An end-to-end test runs a whole `make run` (start, pipeline runs, stop): pyproject.toml's
+# 300 s per test is too short for it on a loaded machine, unless the test sets its own.
+E2E_TIMEOUT_SECONDS = 900
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=_rank)  # stable: within a rank, the usual order
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_SECONDS))
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +97,33 @@ def registry(store, config) -> Registry:
 
 @pytest.fixture(scope="session")
 def airflow_db():
-    """A migrated metadata database for dag.test(); once per session."""
+    """A migrated metadata database for dag.test(); once per session (per xdist worker)."""
     from airflow.utils import db
 
     db.resetdb()
+    _quick_dag_test_polls()
     yield
+
+
+def _quick_dag_test_polls() -> None:
+    """dag.test() sleeps a whole second whenever no task is ready: while trigger rules
+    propagate skips one layer per pass, and while a task awaits a person's answer. That is
+    seconds per run, minutes over the suite; let that loop look again after 0.1 s instead.
+    Only dag.test()'s own sleep changes (recognised by its code object): tasks, triggers,
+    the sandbox and the tests' own waits keep their timing."""
+    import time
+
+    from airflow.sdk.definitions.dag import DAG
+
+    if getattr(time.sleep, "quick_dag_test_polls", False):
+        return
+    loop, sleep = DAG.test.__code__, time.sleep
+
+    def quick_sleep(seconds):
+        sleep(min(seconds, 0.1) if sys._getframe(1).f_code is loop else seconds)
+
+    quick_sleep.quick_dag_test_polls = True
+    time.sleep = quick_sleep
 
 
 @pytest.fixture

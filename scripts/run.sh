@@ -59,6 +59,31 @@ export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-8}
 export AIRFLOW__API__PORT=$port
 export AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://localhost:$port}
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$port/execution/}
+# The scheduler and the triggerer serve their task logs on ports of their own (8793, 8794).
+# Where another Airflow (or another `make run`) holds one, take a free port instead: the UI
+# would otherwise show that other Airflow's logs of running tasks.
+read -r AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT < <("$python" - \
+  "${AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT:-}" "${AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT:-}" <<'PY'
+import socket, sys
+
+held = []  # kept bound until both are chosen, so the two never get the same free port
+
+def port(chosen: str, default: int) -> int:
+    if chosen:
+        return int(chosen)  # the user's own choice stands
+    s = socket.socket()
+    held.append(s)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("", default))
+    except OSError:
+        s.bind(("", 0))
+    return s.getsockname()[1]
+
+print(port(sys.argv[1], 8793), port(sys.argv[2], 8794))
+PY
+)
+export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT
 for url in "$AIRFLOW__API__BASE_URL" "$AIRFLOW__CORE__EXECUTION_API_SERVER_URL"; do
   case $url in *":$port"|*":$port/"*) ;; *) echo "Note: $url (from your environment) is not on port $port; Airflow uses it as you set it." ;; esac
 done

@@ -272,17 +272,28 @@ class Artifacts(_Strict):
         return None if value is None else _check_url(value, ("file", "https", "http", "s3", "gs"))
 
 
-def _image_ref(value: str) -> str:
-    if not re.fullmatch(r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9._-]+)*(:[A-Za-z0-9_.-]{1,128})?(@sha256:[0-9a-f]{64})?$", value):
-        raise ValueError(f"{value!r} is not an image reference (repository[:tag][@sha256:digest])")
+_IMAGE_REF = re.compile(r"(?P<repo>([a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?/)?[a-z0-9._-]+(/[a-z0-9._-]+)*)"
+                        r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[0-9a-f]{64}))?")
+
+
+def pinned_image_ref(value: str) -> str:
+    """A pinned image reference: a digest, or a version tag. `latest` or no tag at all would run
+    whatever was pushed last under that name, so a tool could change under a pipeline unseen."""
+    match = _IMAGE_REF.fullmatch(value)
+    if not match:
+        raise ValueError(f"{value!r} is not an image reference (repository:tag or repository[:tag]@sha256:digest)")
+    if not match["digest"] and (match["tag"] is None or match["tag"] == "latest"):
+        raise ValueError(f"{value!r} is not pinned: give a version tag other than 'latest' "
+                         "(e.g. aquasec/trivy:0.58.1) or a digest (repository@sha256:<64 hex>)")
     return value
 
 
-ImageRef = Annotated[str, AfterValidator(_image_ref)]
+ImageRef = Annotated[str, AfterValidator(pinned_image_ref)]
 
 
 class Tools(_Strict):
-    """Images of the tools the pipeline pods run. Pin them by digest when mirroring them."""
+    """Images of the tools the pipeline pods run, each pinned: a version tag (never `latest`) or,
+    better once mirrored, a digest."""
 
     buildkit: ImageRef = "moby/buildkit:v0.17.3-rootless"
     syft: ImageRef = "anchore/syft:v1.18.1"
@@ -292,7 +303,8 @@ class Tools(_Strict):
     kubeconform: ImageRef = "ghcr.io/yannh/kubeconform:v0.6.7"
     curl: ImageRef = "curlimages/curl:8.11.1"
     git: ImageRef = "alpine/git:2.47.1"
-    verify: ImageRef = Field("registry.local:5000/release/platform:latest",
+    # The platform image of this platform version (pyproject.toml; deploy/helm/values.yaml's tag).
+    verify: ImageRef = Field("registry.local:5000/release/platform:0.1.0",
                              description="the platform image: runs the service's tests, flake8, pylint")
 
 

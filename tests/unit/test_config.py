@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import tomllib
 
 import pytest
 import yaml
@@ -61,6 +62,13 @@ MALFORMED = [
      "services.service-b.image: required key is missing"),
     ("image with a tag", with_change("services.service-b.image", "registry.local/x:latest"),
      "services.service-b.image: 'registry.local/x:latest' is not an image repository"),
+    ("tool image on latest", with_change("pipelines", {"tools": {"verify": "registry.local:5000/release/platform:latest"}}),
+     "pipelines.tools.verify: 'registry.local:5000/release/platform:latest' is not pinned: "
+     "give a version tag other than 'latest'"),
+    ("tool image without a tag", with_change("pipelines", {"tools": {"trivy": "aquasec/trivy"}}),
+     "pipelines.tools.trivy: 'aquasec/trivy' is not pinned"),
+    ("tool image not a reference", with_change("pipelines", {"tools": {"curl": "curlimages/curl:8.11.1\n"}}),
+     "pipelines.tools.curl: 'curlimages/curl:8.11.1\\n' is not an image reference"),
     ("unknown deploy strategy", with_change("environments.dev.deploy_strategy", "kubectl"),
      "environments.dev.deploy_strategy: 'kubectl' is not allowed; allowed values: 'argocd' or 'helm'"),
     ("approval without approvers", with_change("environments.prod.approval", {"required": True, "approvers": []}),
@@ -147,6 +155,29 @@ def test_cli_check_prints_every_error_and_fails(tmp_path, capsys):
     assert main(["config", "check", str(bad)]) == 1
     err = capsys.readouterr().err
     assert str(bad) in err and "environments.dev.deploy_strategy" in err and "'argocd' or 'helm'" in err
+
+
+def test_cli_check_refuses_an_unpinned_tool_image_naming_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(with_change("pipelines", {"tools": {"helm": "alpine/helm:latest", "git": "alpine/git"}}))
+    assert main(["config", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "pipelines.tools.helm: 'alpine/helm:latest' is not pinned" in err
+    assert "pipelines.tools.git: 'alpine/git' is not pinned" in err
+
+
+def test_every_default_tool_image_is_pinned_and_a_digest_pins_too():
+    from release.config import Tools, pinned_image_ref
+
+    tools = Tools().model_dump()
+    assert all(pinned_image_ref(image) == image for image in tools.values())
+    assert all(":latest" not in image for image in tools.values())
+    # The platform image the verify step runs is this platform's version, as deployed.
+    version = tomllib.loads((DEFAULT_CONFIG_PATH.parents[2] / "pyproject.toml").read_text())["project"]["version"]
+    assert tools["verify"].endswith(f"/release/platform:{version}")
+    pinned = "registry.local:5000/release/platform@sha256:" + "0" * 64
+    config = parse_config(with_change("pipelines", {"tools": {"verify": pinned}}))
+    assert config.pipelines.tools.verify == pinned
 
 
 def test_services_limited_to_environments():

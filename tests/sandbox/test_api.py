@@ -98,6 +98,19 @@ def test_invalid_pods_are_refused_with_422(sandbox, spec, field):
     assert sandbox.list("pods", "default") == []  # nothing was created
 
 
+def test_the_bodies_of_writes_are_recorded_as_sent_accepted_or_not(sandbox, core):
+    core.create_namespaced_pod("default", pod("kept", labels={"a": "1"}))
+    refused = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "UPPER"}, "spec": {"containers": []}}
+    assert raw(sandbox, "/api/v1/namespaces/default/pods", method="POST", body=refused)[0] == 422
+    core.create_namespaced_secret("default", client.V1Secret(metadata=client.V1ObjectMeta(name="s")))
+    kept, rejected = sandbox.received("pods")
+    assert kept["metadata"] == {"name": "kept", "labels": {"a": "1"}} and "status" not in kept  # as the client sent it
+    assert kept["spec"]["containers"][0]["image"] == "busybox:1.36"
+    assert rejected == refused
+    assert [s["metadata"]["name"] for s in sandbox.received("secrets")] == ["s"]
+    assert sandbox.received("pods", method="DELETE") == []
+
+
 def test_selectors(core):
     core.create_namespaced_pod("default", pod("p1", {"dag_id": "d", "task_id": "build"}))
     core.create_namespaced_pod("default", pod("p2", {"dag_id": "d", "task_id": "scan", "already_checked": "True"}))

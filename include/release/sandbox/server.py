@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -37,6 +38,7 @@ SANDBOX_LABEL = "SANDBOX: simulated Kubernetes cluster; nothing real is built or
 STORAGE_PREFIX = "/velero-storage/"
 BASE_NAMESPACES = ("default", "kube-system", "argocd", "velero")
 DROP_AFTER = web.RequestKey("drop_after", float)  # a fault that cuts this watch short
+RECEIVED_BODY = web.RequestKey("received_body", object)  # the JSON a write sent, for `requests`
 
 RESOURCES = [
     Resource("", "v1", "namespaces", "Namespace", namespaced=False, validator=validation.validate_core),
@@ -78,6 +80,7 @@ class RecordedRequest:
     query: dict
     status: int
     at: float = field(default_factory=time.time)
+    body: Any = None  # the JSON body of a write, as the client sent it
 
 
 class SandboxCluster:
@@ -216,6 +219,12 @@ class SandboxCluster:
     def seen(self, method: str | None = None, path_contains: str = "") -> list[RecordedRequest]:
         return [r for r in list(self.requests) if (method is None or r.method == method) and path_contains in r.path]
 
+    def received(self, plural: str, method: str = "POST") -> list[dict]:
+        """The bodies of every `method` request on a `plural` collection (e.g. every Pod clients
+        asked to create), as sent, whether the server accepted them or not."""
+        return [r.body for r in list(self.requests)
+                if r.method == method and r.body is not None and r.path.rstrip("/").endswith(f"/{plural}")]
+
     # -- used by the controllers --------------------------------------------------------
     def ensure_namespace(self, name: str, labels: dict | None = None) -> None:
         ns = self.resource("namespaces")
@@ -337,7 +346,7 @@ class SandboxCluster:
             raise
         finally:
             self.requests.append(RecordedRequest(request.method, request.path, dict(request.query),
-                                                 getattr(response, "status", 500)))
+                                                 getattr(response, "status", 500), body=request.get(RECEIVED_BODY)))
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
@@ -422,7 +431,9 @@ class SandboxCluster:
     # -- verbs --------------------------------------------------------------------------
     async def _body(self, request: web.Request):
         try:
-            return await request.json()
+            raw = await request.read()
+            request[RECEIVED_BODY] = json.loads(raw)  # as sent: a copy the handlers do not change
+            return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise web.HTTPBadRequest(text=json.dumps(status_body(400, "BadRequest", "the body is not valid JSON")),
                                      content_type="application/json") from None

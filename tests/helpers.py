@@ -123,3 +123,31 @@ class Records(logging.Handler):
     @property
     def text(self) -> str:
         return "\n".join(r.getMessage() for r in self.records)
+
+
+def assert_pods_meet_restricted(sandbox, steps: set[str] | None = None) -> list[dict]:
+    """Every Pod the sandbox was asked to create meets the Pod Security Standard "restricted" and
+    runs pinned images; the build pod departs from it exactly where the declared rootless-BuildKit
+    exception says (no more, no less) and says why on the pod. With `steps`, those steps must be
+    among the pods. Returns the pods."""
+    from release.config import pinned_image_ref
+    from release.pod_security import CONTAINER_LISTS, declared_departures, restricted_violations
+    from release.steps import BUILDKIT_EXCEPTION
+
+    pods = sandbox.received("pods")
+    assert pods, "the sandbox received no pod"
+    seen = set()
+    for pod in pods:
+        step = pod["metadata"]["labels"]["release-platform/step"]
+        seen.add(step)
+        exception = BUILDKIT_EXCEPTION if step == "build" else None
+        violations = restricted_violations(pod)
+        assert {v.path for v in violations} == declared_departures(pod, exception), (step, [str(v) for v in violations])
+        if exception:
+            assert violations  # the exception is real, and these are all of it
+            assert pod["metadata"]["annotations"]["release-platform/security-exception"] == exception.reason
+        for key in CONTAINER_LISTS:
+            for container in pod["spec"].get(key) or []:
+                pinned_image_ref(container["image"])  # raises naming the image if it is not pinned
+    assert steps is None or steps <= seen, (sorted(steps - seen), sorted(seen))
+    return pods

@@ -17,7 +17,7 @@ from release.registry import Registry
 from tests.dags.test_promote import as_user, override_config, promote, release, world  # noqa: F401 - shared fixtures
 from tests.dags.test_rollback import rollback, staging  # noqa: F401 - shared fixtures
 from tests.dags.test_service_pipeline import NEW_DIGEST, run, scenario
-from tests.helpers import digest
+from tests.helpers import assert_pods_meet_restricted, digest
 
 HELM_FAILED = ["Error: UPGRADE FAILED: release umbrella-{env} failed, and has been rolled back due to atomic being set: "
                "context deadline exceeded"]
@@ -159,6 +159,7 @@ def test_pipeline_in_a_helm_dev_deploys_the_exact_commit_with_a_hardened_helm_po
     sha = newest(helm_dev, "Deploy service-a")
     pod = pods_by_step(sandbox)["helm-dev"]
     assert_helm_pod(pod, sha, "apps-dev", "umbrella-dev", "dev")
+    assert_pods_meet_restricted(sandbox, {"build", "helm-dev", "smoke-dev"})  # helm's init containers too
     assert no_sync_requested(sandbox)
     assert "operation" not in sandbox.get("applications", "argocd", "umbrella-dev")
 

@@ -22,6 +22,7 @@ from release.sandbox.seed import PRIOR_RUN_ID, SEEDED_ANNOTATION, prepare
 from release.sandbox.validation import validate_crd
 from tests.dags.test_image_rescan import release, rescan_pods, xcom
 from tests.dags.test_promote import override_config
+from tests.helpers import assert_pods_meet_restricted
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 MAKE_RUN = Path(__file__).resolve().parents[2] / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
@@ -114,3 +115,8 @@ def test_every_nightly_dag_succeeds_in_the_make_run_sandbox_and_leaves_its_recor
     for env, record in records.items():
         assert record["name"] == made[env]["metadata"]["name"] and record["phase"] == "Completed"
         assert record["run_id"] == dagrun.run_id and record["errors"] == 0 and record["items_backed_up"] == 42
+
+    # Every pod of the night (the re-scan's Trivy pod, the drill's smoke pods; backups run none)
+    # meets the Pod Security Standard "restricted" and runs a pinned image.
+    pods = assert_pods_meet_restricted(sandbox, {"rescan", "smoke-prod"})
+    assert len(pods) == 1 + len(config.services_in("prod"))

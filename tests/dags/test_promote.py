@@ -13,7 +13,7 @@ import yaml
 from release.gitops import ensure_local_repo
 from release.registry import DeployRequest, Registry
 from release.scan import ScanPolicy, evaluate_report
-from tests.helpers import answer_approval, digest, head
+from tests.helpers import answer_approval, assert_pods_meet_restricted, digest, head
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
@@ -137,6 +137,7 @@ def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sand
     verify_pods = [e[3] for e in sandbox.call(lambda: list(sandbox.store.events))
                    if e[1] == "pods" and e[2] == "ADDED" and e[3]["metadata"]["labels"]["release-platform/step"] == "verify-signatures"]
     assert verify_pods and verify_pods[0]["spec"]["containers"][0]["args"][-1] == dev.image
+    assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke"})
 
 
 def prod_ready(world, config):
@@ -328,6 +329,7 @@ def test_failed_smoke_in_staging_rolls_back_every_promoted_service(world, config
     state, note = last_run("promote")
     assert state == "failed" and note == ("the smoke test of service-a, service-b in staging failed; rolled staging back to "
                                           f"service-a 1.0, service-b 2.0 (commit {head(world.store.url)[:12]})")
+    assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke", "smoke-after-rollback"})
 
 
 def form_blocks_trigger(param: dict) -> bool:

@@ -11,7 +11,7 @@ import yaml
 from release.gitops import ensure_local_repo
 from release.registry import Registry
 from tests.dags.test_promote import last_run
-from tests.helpers import digest, request_for
+from tests.helpers import assert_pods_meet_restricted, digest, request_for
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
@@ -87,6 +87,8 @@ def test_pods_the_cluster_received_are_hardened(world, sandbox):
     run({})
     created = [r for r in sandbox.requests if r.method == "POST" and r.path.endswith("/pods")]
     assert created and all(r.status == 201 for r in created)  # all passed the API server's validation
+    # Pod Security Standard "restricted" for every pod, init containers too, but the build's declared exception.
+    assert_pods_meet_restricted(sandbox, {"verify", "build", "scan", "scan-sarif", "sbom", "sign", "attest-sbom", "smoke-dev"})
     pods = {}
     for event in sandbox.call(lambda: list(sandbox.store.events)):
         _, plural, kind, obj = event

@@ -109,7 +109,11 @@ class ApplicationSyncedSensor(BaseSensorOperator):
 
     def __init__(self, *, kubernetes_conn_id: str, namespace: str, application: str, revision: str,
                  timeout_seconds: float = 900, poll_interval: float = 5.0, **kwargs: Any):
-        super().__init__(**kwargs)
+        from release.pods import INFRASTRUCTURE_RETRIES
+
+        # A retry (the defer race failing a try whose sync was already seen) waits again, briefly;
+        # a timeout or a failed sync fails at once (AirflowFailException).
+        super().__init__(**(INFRASTRUCTURE_RETRIES | kwargs))
         self.kubernetes_conn_id = kubernetes_conn_id
         self.namespace = namespace
         self.application = application

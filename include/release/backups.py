@@ -374,7 +374,7 @@ def build_drill_dag(config: PlatformConfig):
                 # and call the restored services by their scratch-namespace DNS names.
                 smokes = [pod_operator(f"smoke_{s}", steps.smoke(config, s, env, namespace=scratch), service=s,
                                        commit="drill", namespace=environment.namespace,
-                                       kubernetes_conn_id=environment.kubernetes_conn_id, retries=0)
+                                       kubernetes_conn_id=environment.kubernetes_conn_id)
                           for s in services]
                 report = task(task_id="report", trigger_rule="all_done")(task_report_drill)(env, services)
                 cleanup = task(task_id="delete_scratch_namespaces")(task_delete_scratch)(env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.providers.cncf.kubernetes.utils.container import (
     container_is_succeeded,
     get_container_termination_message,
@@ -211,3 +212,23 @@ class ReleasePodOperator(KubernetesPodOperator):
     def trigger_reentry(self, context, event):
         super().trigger_reentry(context, event)
         return self._result(context)
+
+
+class FreezeEndSensor(DateTimeSensorAsync):
+    """Waits (deferred) for the end of a deploy freeze, and does not defer at all when that
+    moment has passed: a promotion with no freeze to wait out has nothing to wait for, and a
+    deferral that ends at once is where Airflow's defer race strikes (a stale "success" of the
+    deferral exit fails the resumed try). Retries like the pod steps, in case it strikes anyway."""
+
+    def __init__(self, **kwargs: Any):
+        from release.pods import INFRASTRUCTURE_RETRIES
+
+        super().__init__(**(INFRASTRUCTURE_RETRIES | kwargs))
+
+    def execute(self, context):
+        from airflow.sdk import timezone
+
+        if timezone.utcnow() >= self._moment:
+            self.log.info("Nothing to wait for: %s has passed", self._moment.isoformat())
+            return None
+        return super().execute(context)

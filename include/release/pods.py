@@ -31,10 +31,10 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # A step retries only for the platform's sake (an evicted or never-started pod, the API server
 # failing a request, a try Airflow failed after the pod succeeded): a tool that ran and said no
 # fails at once. Such a retry waits seconds, doubling per try with jitter, never over the cap.
-RETRIES = 2
-RETRY_DELAY = timedelta(seconds=5)
-RETRY_BACKOFF = 2.0
-MAX_RETRY_DELAY = timedelta(seconds=30)
+# Sensors that wait deferred (an Argo CD sync, the end of a freeze) retry alike: the same race
+# can fail a try whose wait is already over, and waiting again is harmless.
+INFRASTRUCTURE_RETRIES = dict(retries=2, retry_delay=timedelta(seconds=5), retry_exponential_backoff=2.0,
+                              max_retry_delay=timedelta(seconds=30))
 
 # Each kubernetes model built without a configuration copies the client's default one,
 # which costs more than everything else in a DAG file; one shared copy keeps parsing
@@ -252,10 +252,7 @@ def pod_operator(
         on_finish_action="delete_succeeded_pod",
         startup_timeout_seconds=300,
         deferrable=True,
-        retries=RETRIES,
-        retry_delay=RETRY_DELAY,
-        retry_exponential_backoff=RETRY_BACKOFF,
-        max_retry_delay=MAX_RETRY_DELAY,
+        **INFRASTRUCTURE_RETRIES,
         log_events_on_failure=True,
     )
     common = dict(

@@ -487,12 +487,12 @@ def build_promote_dag(config: PlatformConfig):
 
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-    from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
     from airflow.sdk import DAG, Param
 
     from release.approval import ApprovalByOthers
     from release.assets import REGISTRY
     from release.notify import on_failure
+    from release.operators import FreezeEndSensor
     from release.pods import PodStep, SecretVolume, pod_operator
 
     plan = "ti.xcom_pull(task_ids='validate')"
@@ -520,7 +520,7 @@ def build_promote_dag(config: PlatformConfig):
         smoke_gate = PythonOperator(task_id="gate_smoke", python_callable=task_gate_smoke)
         scan_gate = PythonOperator(task_id="gate_scan", python_callable=task_gate_scan)
         freeze_gate = PythonOperator(task_id="gate_freeze", python_callable=task_gate_freeze)
-        wait_freeze = DateTimeSensorAsync(task_id="wait_freeze", target_time="{{ ti.xcom_pull(task_ids='gate_freeze') }}")
+        wait_freeze = FreezeEndSensor(task_id="wait_freeze", target_time="{{ ti.xcom_pull(task_ids='gate_freeze') }}")
         conn = "{{ %s['kubernetes_conn_id'] }}" % plan
         pods = {"service": "promote", "commit": "promotion", "namespace": "{{ %s['namespace'] }}" % plan,
                 "kubernetes_conn_id": conn}

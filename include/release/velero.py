@@ -232,7 +232,9 @@ class VeleroSensor(BaseSensorOperator):
     ui_color = "#e0f0ff"
 
     def __init__(self, *, target: Any, timeout_minutes: float, poll_interval: float = 10.0, **kwargs: Any):
-        super().__init__(**kwargs)
+        from release.pods import INFRASTRUCTURE_RETRIES
+
+        super().__init__(**(INFRASTRUCTURE_RETRIES | kwargs))  # see ApplicationSyncedSensor
         self.target = target
         self.timeout_minutes = timeout_minutes
         self.poll_interval = poll_interval

@@ -291,3 +291,32 @@ def test_step_retries_wait_seconds_not_minutes():
                       kubernetes_conn_id="k8s_sandbox", service="s", commit="c")
     assert op.retries == 2 and op.retry_delay == timedelta(seconds=5)
     assert op.retry_exponential_backoff == 2.0 and op.max_retry_delay <= timedelta(seconds=30)
+
+
+def test_waits_that_can_meet_the_race_retry_in_seconds_too():
+    """The Argo CD sync wait, the Velero waits and the freeze wait defer like the pod steps, so
+    a stale event can fail a try of theirs whose wait is already over: they retry, briefly."""
+    from release.argocd import ApplicationSyncedSensor
+    from release.operators import FreezeEndSensor
+    from release.velero import VeleroSensor
+
+    waits = [ApplicationSyncedSensor(task_id="a", kubernetes_conn_id="k", namespace="n", application="a", revision="r"),
+             VeleroSensor(task_id="v", target={}, timeout_minutes=1),
+             FreezeEndSensor(task_id="f", target_time="2026-01-01T00:00:00+00:00")]
+    for wait in waits:
+        assert (wait.retries, wait.retry_delay) == (2, timedelta(seconds=5)), wait.task_id
+        assert wait.max_retry_delay <= timedelta(seconds=30), wait.task_id
+
+
+def test_a_freeze_that_has_ended_is_not_waited_for():
+    """No freeze (gate_freeze hands over the current time) or one that has ended: the sensor
+    returns at once instead of deferring, so there is no deferral for the race to strike."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from release.operators import FreezeEndSensor
+
+    passed = FreezeEndSensor(task_id="wait_freeze", target_time=(datetime.now().astimezone() - timedelta(seconds=1)).isoformat())
+    assert passed.execute({}) is None
+    frozen = FreezeEndSensor(task_id="wait_freeze", target_time=(datetime.now().astimezone() + timedelta(hours=1)).isoformat())
+    with pytest.raises(TaskDeferred):
+        frozen.execute({})

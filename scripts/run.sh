@@ -93,6 +93,22 @@ done
 export AIRFLOW__WORKERS__EXECUTION_API_RETRIES=${AIRFLOW__WORKERS__EXECUTION_API_RETRIES:-12}
 # alice triggers, bob approves: enough people to walk the four-eyes flow of a prod promotion.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin,alice:op,bob:op}
+# Airflow's simple auth manager prints every password it generates to the console, and so into
+# whatever records it (a CI log, a shared terminal). Generate them here instead, into the file
+# it reads (owner-only), so that it finds every user and the console only says where they are.
+"$python" - "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}" \
+  "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" <<'PY' || exit 1
+import json, os, secrets, sys
+from pathlib import Path
+
+path, users = Path(sys.argv[1]), [u.split(":")[0].strip() for u in sys.argv[2].split(",") if u.strip()]
+known = json.loads(path.read_text() or "{}") if path.exists() else {}
+if missing := [u for u in users if u not in known]:
+    known |= {u: secrets.token_urlsafe(12) for u in missing}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(json.dumps(known) + "\n")
+PY
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}
 
 # Stopping. The sandbox and Airflow each run under scripts/supervise.py, which stops its

@@ -151,3 +151,21 @@ def assert_pods_meet_restricted(sandbox, steps: set[str] | None = None) -> list[
                 pinned_image_ref(container["image"])  # raises naming the image if it is not pinned
     assert steps is None or steps <= seen, (sorted(steps - seen), sorted(seen))
     return pods
+
+
+def secret_forms(secret: str) -> set[str]:
+    """A secret as it may slip out: plain, base64 (a Secret's data, a basic-auth header with a
+    user name before it) and URL-encoded (a URL's userinfo)."""
+    import base64
+    import urllib.parse
+
+    forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    for raw in (secret, f"git:{secret}", f"bot:{secret}"):
+        encoded = base64.b64encode(raw.encode()).decode()
+        forms |= {encoded, encoded.rstrip("=")}
+    return forms
+
+
+def secret_leaks(secrets: dict[str, str], where: str, text: str) -> list[str]:
+    """"<name> in <where>" for every secret (by name) found in `text` in any of its forms."""
+    return [f"{name} in {where}" for name, secret in secrets.items() if any(f in text for f in secret_forms(secret))]

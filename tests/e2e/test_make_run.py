@@ -18,6 +18,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
+
+from tests.helpers import secret_leaks
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -233,6 +236,18 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
                                env=run.env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         row = next(line for line in shown.splitlines() if "service-a" in line)
         assert "1.2.0" in row, shown
+
+        # No secret on the console or in a task log of that run: not the users' generated
+        # passwords (the console names their file), the API token, nor the cluster's token.
+        passwords = json.loads((run.home / "simple_auth_manager_passwords.json.generated").read_text())
+        secrets = {f"{user}'s password": password for user, password in passwords.items()}
+        secrets |= {"API token": auth, "cluster token": yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]}
+        found = secret_leaks(secrets, "the console", run.log_path.read_text())
+        task_logs = [p for p in (run.home / "logs").rglob("*") if p.is_file()]
+        assert any("service-a-pipeline" in str(p) for p in task_logs), task_logs
+        for path in task_logs:
+            found += secret_leaks(secrets, f"task log {path.relative_to(run.home)}", path.read_text(errors="replace"))
+        assert not found, found
     finally:
         if run.proc.poll() is None:
             # What `kill -TERM -<pgid>` from a script or a service manager does. The job

@@ -158,6 +158,21 @@ def test_store_from_config_takes_push_credentials_from_an_airflow_connection(mon
     assert "tok-456" not in repr(store)
 
 
+def test_the_push_token_is_masked_in_task_logs(monkeypatch, config, fresh_masker):
+    """Reading the GitOps connection (through Airflow's connection API) registers its password with
+    the secrets masker, so a task log line that carries it (a library's debug output, an error
+    text) shows "***"."""
+    from airflow.sdk._shared.secrets_masker import redact
+
+    from release.config import GitOps
+    from release.gitops import store_from_config
+
+    monkeypatch.setenv("AIRFLOW_CONN_GITOPS_REPO", '{"conn_type": "http", "login": "release-bot", "password": "tok-789-xyz"}')
+    assert redact("pushing with tok-789-xyz") == "pushing with tok-789-xyz"
+    store_from_config(config.model_copy(update={"gitops": GitOps(url="https://git.example.com/cd.git", conn_id="gitops_repo")}))
+    assert redact("pushing with tok-789-xyz") == "pushing with ***"
+
+
 def test_store_from_config_defaults_to_the_local_repository(data_dir, config):
     from release.gitops import store_from_config
 

@@ -51,24 +51,33 @@ def own_record(ti, event: dict[str, Any]) -> dict:
             "chosen_options": list(event.get("chosen_options") or [])}
 
 
-def require_approval(context, env: str, approvers: list[str], action: str = "change") -> str:
-    """Check, from inside the task about to write to `env`, that this run was approved; return
-    the approver's name, or raise ApprovalMissing saying what is missing.
+def require_approval(context, env: str, approvers: list[str], action: str = "change",
+                     approved_in: tuple[str, str] | None = None) -> str:
+    """Check, from inside the task about to write to `env`, that the run holding the approval
+    (this run, or `approved_in` = (dag_id, run_id) of the run that asked for the change) was
+    approved; return the approver's name, or raise ApprovalMissing saying what is missing.
 
-    The requester is the user who triggered this run (never a param or a plan); `approvers` come
-    from the platform config. Reads the run's own task states and the record the approval task
-    handed over (see the module's doc for what this can and cannot prove)."""
-    ti, run = context["ti"], context["dag_run"]
+    The requester is the user who triggered that run, as Airflow recorded it (never a param or a
+    plan); `approvers` come from the platform config. Reads that run's task states and the record
+    its approval task handed over (see the module's doc for what this can and cannot prove)."""
+    ti = context["ti"]
+    if approved_in is None:
+        dag_id, run_id, run = ti.dag_id, ti.run_id, context["dag_run"]
+    else:
+        from airflow.sdk.execution_time.comms import _fetch_dag_run
+
+        dag_id, run_id = approved_in
+        run = _fetch_dag_run(dag_id=dag_id, run_id=run_id)
     task_id = approval_task(env)
     requester = getattr(run, "triggering_user_name", None) or ""
     if not requester:
         raise ApprovalMissing(f"approval: this run has no triggering user, so no one can approve its {action} to {env}")
-    state = ti.get_task_states(dag_id=ti.dag_id, task_ids=[task_id], run_ids=[ti.run_id]).get(ti.run_id, {}).get(task_id)
+    state = ti.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id]).get(run_id, {}).get(task_id)
     if state != "success":
         raise ApprovalMissing(f"approval: {task_id} of this run is {state or 'not run'}, not approved; "
                               f"a {action} to {env} needs an approval answered in Airflow")
-    record = ti.xcom_pull(task_ids=task_id, key=RECORD_KEY, map_indexes=ti.map_index)
-    if not isinstance(record, dict) or record.get("run_id") != ti.run_id or record.get("task_id") != task_id:
+    record = ti.xcom_pull(task_ids=task_id, key=RECORD_KEY, dag_id=dag_id, run_id=run_id, map_indexes=-1)
+    if not isinstance(record, dict) or record.get("run_id") != run_id or record.get("task_id") != task_id:
         raise ApprovalMissing(f"approval: {task_id} of this run recorded no answer (was it marked success by hand?); "
                               f"a {action} to {env} needs an approval answered in Airflow")
     responder = (record.get("responded_by") or {}).get("name") or ""

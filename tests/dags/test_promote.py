@@ -474,9 +474,12 @@ def test_the_write_check_reads_the_requester_from_the_run_not_the_plan():
     from release.approval import ApprovalMissing, require_approval
 
     def context(record, state="success", requester="alice"):
-        ti = SimpleNamespace(dag_id="promote", run_id="r", map_index=-1,
-                             get_task_states=lambda **kw: {"r": {"approve_prod": state}},
-                             xcom_pull=lambda **kw: record)
+        def xcom_pull(**kw):
+            assert (kw["dag_id"], kw["run_id"], kw["task_ids"], kw["key"]) == ("promote", "r", "approve_prod", "hitl_record")
+            return record
+
+        ti = SimpleNamespace(dag_id="promote", run_id="r", map_index=-1, xcom_pull=xcom_pull,
+                             get_task_states=lambda **kw: {"r": {"approve_prod": state}})
         return {"ti": ti, "dag_run": SimpleNamespace(triggering_user_name=requester)}
 
     def answered(name, option="Approve"):

@@ -317,21 +317,45 @@ def task_four_eyes(env_task: str):
     return four_eyes
 
 
-def task_deploy(approval_tasks: list[str]):
-    def deploy(**context) -> dict:
-        from release.registry import DeployRequest, Registry
+def task_deploy(**context) -> dict:
+    """One GitOps commit of the plan, after checking, here, that the approval the target
+    environment needs was given in this run (check_write_allowed)."""
+    from release.registry import DeployRequest, Registry
 
-        plan, ti = _plan(context), context["ti"]
-        approved_by = next((a for a in (ti.xcom_pull(task_ids=t) for t in approval_tasks) if a), None)
-        requests = [DeployRequest(i["service"], i["version"], i["image"],
-                                  {**i["evidence"], "promoted_from": plan["from_env"], "smoke": None,
-                                   **({"approved_by": approved_by} if approved_by else {})})
-                    for i in plan["items"]]
-        result = Registry.from_config(_config()).record_deployment(
-            plan["to_env"], requests, by=plan["requester"], run_id=context["run_id"], reason=plan["reason"])
-        print(f"one commit {result.sha} for {', '.join(plan['services'])} in {plan['to_env']}; {roll_out(plan, result.sha)}")
-        return {"gitops_commit": result.sha, "approved_by": approved_by}
-    return deploy
+    plan = _plan(context)
+    approved_by = check_write_allowed(context, plan, "promotion")
+    requests = [DeployRequest(i["service"], i["version"], i["image"],
+                              {**i["evidence"], "promoted_from": plan["from_env"], "smoke": None,
+                               **({"approved_by": approved_by} if approved_by else {})})
+                for i in plan["items"]]
+    result = Registry.from_config(_config()).record_deployment(
+        plan["to_env"], requests, by=plan["requester"], run_id=context["run_id"], reason=plan["reason"])
+    print(f"one commit {result.sha} for {', '.join(plan['services'])} in {plan['to_env']}; {roll_out(plan, result.sha)}")
+    return {"gitops_commit": result.sha, "approved_by": approved_by}
+
+
+def check_write_allowed(context, plan: dict | None, action: str) -> str | None:
+    """Right before a commit to the plan's environment: who approved it (None where the config
+    needs no approval for this kind of change); refuses the task, writing nothing, when the
+    approval the config asks for was not given in this run (release.approval.require_approval)."""
+    from release.approval import ApprovalMissing, require_approval
+
+    if not plan:
+        _refuse(f"{action}: validate recorded no plan for this run (was it marked success by hand?)")
+    requester = getattr(context["dag_run"], "triggering_user_name", None) or ""
+    if plan.get("requester") != requester:
+        _refuse(f"{action}: the plan names {plan.get('requester')!r} as requester, but {requester!r} triggered this run")
+    config = _config()
+    env = plan["to_env"]
+    if env not in config.environments:
+        _refuse(f"{action}: {env!r} is not an environment of the platform config")
+    approval = config.environments[env].approval
+    if not (approval.required_for_rollback if action == "rollback" else approval.required):
+        return None
+    try:
+        return require_approval(context, env, approval.approvers, action)
+    except ApprovalMissing as exc:
+        _refuse(f"nothing was written to {env}: {exc}")
 
 
 def roll_out(plan: dict, sha: str) -> str:
@@ -530,8 +554,7 @@ def build_promote_dag(config: PlatformConfig):
         verify.arguments = "{{ %s['verify_args'] }}" % plan
         needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
         no_approval = EmptyOperator(task_id="no_approval")
-        gated = [e.replace("-", "_") for e, env in config.environments.items() if env.approval.required]
-        deploy = PythonOperator(task_id="deploy", python_callable=task_deploy([f"four_eyes_{k}" for k in gated]),
+        deploy = PythonOperator(task_id="deploy", python_callable=task_deploy,
                                 outlets=[REGISTRY], trigger_rule="none_failed_min_one_success")
         for env_name, env in config.environments.items():
             if not env.approval.required:

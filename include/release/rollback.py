@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from release.config import PlatformConfig
-from release.promote import (NAME_RE, PromotionError, _plain, helm_pod, roll_out, run_planner, synced_sensor, task_four_eyes,
+from release.promote import (NAME_RE, PromotionError, _plain, check_write_allowed, helm_pod, roll_out, run_planner, synced_sensor, task_four_eyes,
                              task_rollout)
 from release.registry import MAX_REASON, USER_RE, VERSION_RE, NoRollbackTarget
 
@@ -77,7 +77,7 @@ def task_apply(**context) -> dict:
     from release.registry import Registry
 
     plan = context["ti"].xcom_pull(task_ids="validate")
-    approved_by = context["ti"].xcom_pull(task_ids=f"four_eyes_{plan['env'].replace('-', '_')}")  # None: no approval needed
+    approved_by = check_write_allowed(context, plan, "rollback")  # None: no approval needed
     result = Registry.from_config(load_config()).record_rollback(
         plan["env"], [plan["service"]], by=plan["requester"], run_id=context["run_id"], reason=plan["reason"],
         to_version=plan["to_version"], outcome="rolled_back", approved_by=approved_by)
@@ -85,7 +85,7 @@ def task_apply(**context) -> dict:
           f"{roll_out(plan, result.sha)}")
     # Until the smoke test passes, this is what the run did (a failed rollout adds what failed).
     outcome.record(context["ti"], _rolled_back(plan, result.sha))
-    return {"gitops_commit": result.sha}
+    return {"gitops_commit": result.sha, "approved_by": approved_by}
 
 
 def _rolled_back(plan: dict, sha: str) -> str:
@@ -103,13 +103,10 @@ def task_record_smoke(**context) -> None:
     Registry.from_config(load_config()).record_evidence(
         plan["env"], {plan["service"]: {"version": plan["to_version"], "smoke": evidence}},
         by=plan["requester"], run_id=context["run_id"])
-    approved_by = next((a for a in (context["ti"].xcom_pull(task_ids=t) for t in four_eyes_tasks(context)) if a), None)
-    outcome.record(context["ti"], _rolled_back(plan, context["ti"].xcom_pull(task_ids="apply")["gitops_commit"])
+    applied = context["ti"].xcom_pull(task_ids="apply")
+    approved_by = applied.get("approved_by")  # checked against Airflow's approval record by apply
+    outcome.record(context["ti"], _rolled_back(plan, applied["gitops_commit"])
                    + "; smoke test passed" + (f"; approved by {approved_by}" if approved_by else ""))
-
-
-def four_eyes_tasks(context) -> list[str]:
-    return [t for t in context["dag"].task_ids if t.startswith("four_eyes_")]
 
 
 DOC = """

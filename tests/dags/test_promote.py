@@ -355,3 +355,147 @@ def test_trigger_forms_require_what_the_run_requires(config):
     assert reason.description == "why; required for a promotion to prod"
     reason.resolve("")  # the schema itself accepts an empty reason ...
     reason.resolve(None)
+
+
+# -- approvals that cannot be skipped ---------------------------------------------------------
+
+
+def wait_for_state(dag_id: str, task_id: str, states: tuple[str, ...], timeout: float = 60.0) -> str:
+    """The run id of the newest run once its `task_id` is in one of `states` (polls the metadata DB)."""
+    import time
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            ti = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id,
+                                                    TaskInstance.state.in_(states)).first()
+            if ti is not None:
+                return ti.run_id
+        time.sleep(0.1)
+    raise AssertionError(f"{dag_id}.{task_id} never reached {states}")
+
+
+def mark_success_by_hand(dag_id: str, run_id: str, *task_ids: str, user: str = "carol") -> None:
+    """What the UI's "Mark as success" does (without up- or downstream): the Core API's
+    PATCH taskInstances route; several tasks go in one bulk request, as the grid's multi-select."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="admin"))
+    headers = {"Authorization": f"Bearer {token}"}
+    client = TestClient(create_app("core"))
+    base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+    if len(task_ids) == 1:
+        resp = client.patch(f"{base}/{task_ids[0]}", json={"new_state": "success"}, headers=headers)
+        assert resp.status_code == 200, resp.text
+    else:
+        resp = client.patch(base, headers=headers, json={"actions": [{"action": "update", "entities": [
+            {"task_id": t, "new_state": "success"} for t in task_ids]}]})
+        assert resp.status_code == 200 and not resp.json()["update"]["errors"], resp.text
+
+
+def outcome_of(dag_id: str, task_id: str) -> str | None:
+    """What `task_id` of the newest run recorded as its outcome (release.outcome)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.task_id == task_id,
+                                              XComModel.key == "outcome").order_by(XComModel.timestamp.desc()).first()
+        return row and XComModel.deserialize_value(row)
+
+
+PROD = {"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "release 1.1"}
+
+
+def test_four_eyes_marked_success_by_hand_deploys_nothing(world, config, as_user):
+    """approve_prod still waits; someone marks four_eyes_prod "success" in the UI, so deploy runs:
+    it finds no answered approval of this run and writes nothing."""
+    prod_ready(world, config)
+    head = world.store.read("registry/versions.yaml")
+    result = {}
+
+    def skip_the_gate():
+        run_id = wait_for_state("promote", "approve_prod", ("awaiting_input",))
+        mark_success_by_hand("promote", run_id, "four_eyes_prod")
+        wait_for_state("promote", "deploy", ("failed", "success"))
+        result["bob"] = answer_approval("promote", "approve_prod", "bob", "Reject")  # lets the run end
+
+    thread = threading.Thread(target=skip_the_gate)
+    thread.start()
+    states, _ = promote(PROD)
+    thread.join()
+    assert states["four_eyes_prod"] == "success" and states["deploy"] == "failed", (states, result)
+    assert states["smoke"] in ("upstream_failed", "skipped") and states["report"] == "failed"
+    assert world.store.read("registry/versions.yaml") == head and "service-a" not in world.state("prod")
+    assert outcome_of("promote", "deploy") == (
+        "refused: nothing was written to prod: approval: approve_prod of this run is awaiting_input, not approved; "
+        "a promotion to prod needs an approval answered in Airflow")
+
+
+def test_approval_marked_success_by_hand_without_an_answer_deploys_nothing(world, config, as_user):
+    """approve_prod and four_eyes_prod marked "success" by hand while nobody answered: Airflow holds
+    no answer for this run, so deploy refuses and the run says so."""
+    prod_ready(world, config)
+    head = world.store.read("registry/versions.yaml")
+
+    def skip_both():
+        run_id = wait_for_state("promote", "approve_prod", ("awaiting_input",))
+        mark_success_by_hand("promote", run_id, "approve_prod", "four_eyes_prod")
+
+    thread = threading.Thread(target=skip_both)
+    thread.start()
+    states, _ = promote(PROD)
+    thread.join()
+    assert (states["approve_prod"], states["four_eyes_prod"], states["deploy"]) == ("success", "success", "failed"), states
+    assert world.store.read("registry/versions.yaml") == head and "service-a" not in world.state("prod")
+    assert last_run("promote") == ("failed", "refused: nothing was written to prod: approval: approve_prod of this run "
+                                             "recorded no answer (was it marked success by hand?); a promotion to prod "
+                                             "needs an approval answered in Airflow")
+
+
+def test_an_approved_promotion_records_the_approver_from_airflows_record(world, config, as_user):
+    prod_ready(world, config)
+    states, response = promote(PROD, answer=("bob", "Approve"))
+    assert response["status"] == 200 and states["deploy"] == "success" and states["report"] == "success", states
+    prod = world.state("prod")["service-a"]
+    assert (prod.version, prod.deployed_by, prod.evidence["approved_by"]) == ("1.1", "alice", "bob")
+
+
+def test_the_write_check_reads_the_requester_from_the_run_not_the_plan():
+    """Unit-level: require_approval against a record answered by the run's own requester, or by
+    someone who is not an approver, or with Reject, refuses; only bob's Approve passes."""
+    from types import SimpleNamespace
+
+    from release.approval import ApprovalMissing, require_approval
+
+    def context(record, state="success", requester="alice"):
+        def xcom_pull(**kw):
+            assert (kw["dag_id"], kw["run_id"], kw["task_ids"], kw["key"]) == ("promote", "r", "approve_prod", "hitl_record")
+            return record
+
+        ti = SimpleNamespace(dag_id="promote", run_id="r", map_index=-1, xcom_pull=xcom_pull,
+                             get_task_states=lambda **kw: {"r": {"approve_prod": state}})
+        return {"ti": ti, "dag_run": SimpleNamespace(triggering_user_name=requester)}
+
+    def answered(name, option="Approve"):
+        return {"run_id": "r", "task_id": "approve_prod", "response_received": True,
+                "responded_by": {"id": name, "name": name}, "chosen_options": [option]}
+
+    assert require_approval(context(answered("bob")), "prod", ["alice", "bob"]) == "bob"
+    for ctx, message in [
+        (context(answered("alice")), "four-eyes: alice requested this change and cannot approve it"),
+        (context(answered("carol")), "four-eyes: 'carol' is not an approver for prod; allowed: alice, bob"),
+        (context(answered("bob", "Reject")), "was answered ['Reject'] by bob, not \"Approve\""),
+        (context({**answered("bob"), "run_id": "another-run"}), "recorded no answer"),
+        (context(None), "recorded no answer"),
+        (context(answered("bob"), state="skipped"), "approve_prod of this run is skipped"),
+        (context(answered("bob"), requester=None), "this run has no triggering user"),
+    ]:
+        with pytest.raises(ApprovalMissing) as exc:
+            require_approval(ctx, "prod", ["alice", "bob"])
+        assert message in str(exc.value)

@@ -9,7 +9,8 @@ import pytest
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry
-from tests.dags.test_promote import as_user, hitl_open, last_run, override_config, release  # noqa: F401 - shared fixtures
+from tests.dags.test_promote import (as_user, hitl_open, last_run, mark_success_by_hand, outcome_of,  # noqa: F401 - shared fixtures
+                                    override_config, release, wait_for_state)
 from tests.helpers import answer_approval
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -104,3 +105,33 @@ def test_rollback_approval_refuses_the_requester_and_waits_for_another(staging, 
     assert staging.history(env="staging")[-1].approved_by == "bob"
     state, note = last_run("rollback")
     assert state == "success" and note.endswith("smoke test passed; approved by bob"), note
+
+
+@pytest.mark.parametrize("marked,expected", [
+    (("four_eyes_staging",), "approve_staging of this run is awaiting_input, not approved"),
+    (("approve_staging", "four_eyes_staging"), "approve_staging of this run recorded no answer (was it marked success by hand?)"),
+])
+def test_rollback_gate_marked_success_by_hand_rolls_nothing_back(staging, as_user, monkeypatch, tmp_path,  # noqa: F811
+                                                                 marked, expected):
+    """Where rollbacks need approval, marking the approval or the four-eyes check "success" in the
+    UI lets apply run, and apply finds no answered approval of this run: no commit."""
+    override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["staging"].update(
+        approval={"required": False, "required_for_rollback": True, "approvers": ["alice", "bob"]}))
+    before = staging.store.read("registry/versions.yaml")
+
+    def skip_the_gate():
+        run_id = wait_for_state("rollback", "approve_staging", ("awaiting_input",))
+        mark_success_by_hand("rollback", run_id, *marked)
+        if "approve_staging" not in marked:
+            wait_for_state("rollback", "apply", ("failed", "success"))
+            answer_approval("rollback", "approve_staging", "bob", "Reject")  # lets the run end
+
+    thread = threading.Thread(target=skip_the_gate)
+    thread.start()
+    states = rollback({})
+    thread.join()
+    assert states["apply"] == "failed" and states["smoke"] in ("upstream_failed", "skipped"), states
+    assert staging.store.read("registry/versions.yaml") == before
+    assert staging.state("staging")["service-a"].version == "1.2"
+    assert outcome_of("rollback", "apply") == (f"refused: nothing was written to staging: approval: {expected}; "
+                                               "a rollback to staging needs an approval answered in Airflow")

@@ -34,6 +34,19 @@ def fail(ti, text: str) -> NoReturn:
     raise AirflowFailException(record(ti, text))
 
 
+def fail_task(message: str) -> NoReturn:
+    """`fail` for the task running now (its task instance taken from Airflow's context); outside
+    a task (a callable under a unit test) it only raises."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        ti = get_current_context()["ti"]
+    except Exception:  # noqa: BLE001 - no task is running
+        raise AirflowFailException(message) from None
+    fail(ti, message)
+
+
 def refuse(ti, message: str) -> NoReturn:
     """Bad input or a closed gate: the run stops here, deploying nothing."""
     fail(ti, f"refused: {message}")

@@ -61,10 +61,10 @@ def scan_policy_for(config: PlatformConfig, service: str, env: str):
 
 
 def _fail(message: str):
-    """Fail the running task with `message`, recorded as the run's outcome (release.outcome)."""
-    from release.promote import _fail as fail
+    """Fail the running task with `message`, recorded as the run's outcome."""
+    from release import outcome
 
-    fail(message)
+    outcome.fail_task(message)
 
 
 def task_validate(params: dict) -> dict:

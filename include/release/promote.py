@@ -217,17 +217,10 @@ def check_four_eyes(plan: dict, response: dict | None) -> str:
 
 
 def _fail(message: str):
-    """Fail the running task with `message`, recorded as the run's outcome (release.outcome)."""
-    from airflow.sdk import get_current_context
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """Fail the running task with `message`, recorded as the run's outcome."""
     from release import outcome
 
-    try:
-        ti = get_current_context()["ti"]
-    except Exception:  # called outside a task (a unit test of the callable)
-        raise AirflowFailException(message) from None
-    outcome.fail(ti, message)
+    outcome.fail_task(message)
 
 
 def _refuse(message: str):

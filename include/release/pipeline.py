@@ -2,15 +2,13 @@
 
     validate -> verify -> build -> image_ref -> sbom, scan -> scan_sarif, scan_gate
              -> chart_validate (alongside the build)
-    is_release (skips the rest in PR mode) -> sign, attest_sbom -> deploy_dev -> wait_dev -> smoke_dev
-    rollback_dev follows a successful deploy_dev once wait_dev and smoke_dev are done; if one of
-    them failed it puts dev back and fails the run (a run stopped before the deploy never reaches it).
-    The run's note says what it did (release.outcome): deployed, refused, rolled back, or PR mode.
+    is_release (skips the rest in PR mode) -> sign, attest_sbom -> hand_over (to deploy-<first env>)
 
-With the `helm` deploy strategy a pod replaces the Argo CD sync, and the rollback's deploy is
-a pod too, so the rollback is three tasks:
-    deploy_dev -> helm_dev -> smoke_dev
-    rollback_dev (if helm_dev or smoke_dev failed) -> helm_rollback_dev -> rolled_back_dev (fails the run)
+`hand_over` (release.handover) gives the new digest to the first environment's `deploy-<env>`,
+which commits it, rolls it out, smoke-tests it, rolls back on a failure, in turn with every
+other change to that environment, and the run ends with its outcome. Nothing after a failed
+`validate` runs. The run's note says what it did (release.outcome): deployed, refused, rolled
+back, or PR mode.
 
 The DAG object is built here from the config; the callables import what they need when
 they run, so parsing a DAG file stays cheap.
@@ -116,98 +114,37 @@ def task_chart_validate(service: str) -> list[str]:
     return checked
 
 
-def task_deploy(service: str, env: str, facts: dict, image_ref: str, scan_summary: dict, run_id: str, by: str) -> dict:
-    from release.argocd import request_sync
-    from release.config import load_config
-    from release.pods import ARTIFACTS_MOUNT
-    from release.registry import DeployRequest, Registry
+def change_set(service: str):
+    """What `hand_over` gives deploy-<first env>: the digest this run built and scanned. The
+    deploy run reads the scan and the digest from this run's own records again, not from here."""
+    def build(context) -> dict:
+        from release.config import load_config
+        from release.registry import USER_RE
 
-    config = load_config()
-    evidence = {
-        "commit": facts["commit"], "ref": facts["ref"],
-        "scan": {k: v for k, v in scan_summary.items() if k != "findings"} | {"findings": scan_summary.get("findings", [])},
-        "sbom": f"{ARTIFACTS_MOUNT}/{service}/{facts['commit']}/sbom.spdx.json",
-        "signature": {"signed": True, "key": f"secret {config.environments[env].namespace}/{config.pipelines.cosign_key_secret}"},
-    }
-    result = Registry.from_config(config).record_deployment(
-        env, [DeployRequest(service, facts["version"], image_ref, evidence)], by=by, run_id=run_id,
-        reason=f"pipeline of {facts['ref']}")
-    namespace, application = config.argocd_application(env)
-    if config.environments[env].deploy_strategy == "argocd":
-        request_sync(config.environments[env].kubernetes_conn_id, namespace, application, result.sha)
-        print(f"Asked Argo CD {namespace}/{application} to sync {result.sha}")
-    else:
-        print(f"Recorded in commit {result.sha}; helm_{env} deploys exactly that commit")
-    return {"gitops_commit": result.sha, "version": facts["version"], "image": image_ref}
-
-
-def failed_rollout_step(ti, strategy: str, rollout_task: str, smoke_task: str) -> str:
-    """Which step after a deploy failed: the smoke test, or the rollout before it. Read from the
-    task states: a rollout step can fail after doing its work (a scheduler race may fail a sensor
-    that already saw the sync), and then it was not the smoke test that failed."""
-    from release import outcome
-
-    if smoke_task in outcome.failed_tasks({"ti": ti}, [rollout_task, smoke_task]):
-        return "smoke test"
-    return "helm upgrade" if strategy == "helm" else "Argo CD sync"
-
-
-def task_rollback(service: str, env: str, run_id: str, failed_step: str, deploy: dict | None) -> dict:
-    """Put `env` back on the previous version in one commit. With Argo CD, sync it, wait and fail
-    the run here; with helm, return the commit for the helm_rollback pod (rolled_back fails the run)."""
-    from release.argocd import request_sync, wait_synced
-    from release.config import load_config
-    from release.registry import NoRollbackTarget, Registry
-
-    config = load_config()
-    version = (deploy or {}).get("version", "?")
-    what = f"{service} {version}: the {failed_step} in {env} failed"
-    try:
-        result = Registry.from_config(config).record_rollback(
-            env, [service], by="release-platform", run_id=run_id, reason=f"automatic rollback: {what}", outcome="failed")
-    except NoRollbackTarget as exc:
-        _fail(f"{what}; no earlier version to roll back to ({exc})")
-    if config.environments[env].deploy_strategy == "helm":
-        # helm --atomic has already undone its own failed upgrade; deploying the rollback commit
-        # makes the cluster follow the GitOps repository again, whatever failed.
-        print(f"{what}; recorded the rollback in commit {result.sha}; helm_rollback_{env} deploys it")
-        return {"gitops_commit": result.sha, "what": what}
-    namespace, application = config.argocd_application(env)
-    conn_id = config.environments[env].kubernetes_conn_id
-    request_sync(conn_id, namespace, application, result.sha)
-    state = wait_synced(conn_id, namespace, application, result.sha, config.environments[env].argocd.sync_timeout_minutes * 60, 0.2)
-    restored = Registry.from_config(config).state(env)[service]
-    _fail(f"{what}; rolled {env} back to {restored.version} ({restored.image}) in commit {result.sha[:12]}: {state.describe()}")
-
-
-def task_rolled_back(service: str, env: str, rollback: dict) -> None:
-    """The end of a helm rollback: the earlier version runs again, and the run fails naming why."""
-    from release.config import load_config
-    from release.registry import Registry
-
-    restored = Registry.from_config(load_config()).state(env)[service]
-    _fail(f"{rollback['what']}; rolled {env} back to {restored.version} ({restored.image}) in commit "
-          f"{rollback['gitops_commit'][:12]}: helm upgrade --atomic --wait succeeded")
+        ti = context["ti"]
+        facts = ti.xcom_pull(task_ids="validate")
+        by = getattr(context["dag_run"], "triggering_user_name", None) or "release-platform"
+        return {"kind": "pipeline", "env": load_config().env_order[0],
+                "items": [{"service": service, "version": facts["version"], "image": ti.xcom_pull(task_ids="image_ref")}],
+                "requester": by if USER_RE.fullmatch(by) else "release-platform",
+                "reason": f"pipeline of {facts['ref']}", "caller": {"dag_id": ti.dag_id, "run_id": ti.run_id}}
+    return build
 
 
 # -- the DAG ------------------------------------------------------------------------------
 
 
-def _rollout_doc(config: PlatformConfig, env: str) -> str:
-    if config.environments[env].deploy_strategy == "helm":
-        return "deploys exactly that GitOps commit with `helm upgrade --install --atomic --wait`"
-    return "waits for Argo CD to roll it out"
-
-
 def pipeline_doc(config: PlatformConfig, service: str) -> str:
     s = config.services[service]
+    env = config.env_order[0]
     return f"""
-### {service}: commit to dev
+### {service}: commit to {env}
 
 Builds `{s.path}` of the application repository at `commit` for {", ".join(s.platforms)},
-scans and signs the image, validates its chart, records it in the GitOps registry for
-**{config.env_order[0]}**, {_rollout_doc(config, config.env_order[0])}, and smoke-tests it. A failed
-rollout or smoke test rolls {config.env_order[0]} back to the previous version and fails the run.
+scans and signs the image and validates its chart, then **hands the new digest over to
+`deploy-{env}`**, which records it in the GitOps registry, rolls it out, smoke-tests it and, if
+the rollout or smoke test fails, rolls {env} back to the previous version. This run waits for it
+(deferred) and ends with its outcome; `hand_over`'s "Triggered DAG" link opens that run.
 
 With `pr` set (PR mode) it stops after the scan gate and chart validation: nothing is
 signed, deployed or written to the registry, and the run is green with a note saying so. Runs
@@ -220,8 +157,7 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
     from airflow.sdk import DAG, Param
 
     from release import steps
-    from release.argocd import ApplicationSyncedSensor
-    from release.assets import REGISTRY
+    from release.handover import HandOver
     from release.notify import on_failure
     from release.pods import pod_operator
 
@@ -235,7 +171,7 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         start_date=datetime(2026, 1, 1),
         catchup=False,
         default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
-        max_active_runs=1,  # deploys of one service never interleave; later runs queue
+        max_active_runs=1,  # builds of one service take turns; later runs queue
         tags=["release", "pipeline", service],
         doc_md=pipeline_doc(config, service),
         params={
@@ -261,43 +197,13 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
                                           doc_md="PR mode (pr set) stops here: nothing signed or deployed.")
         sign = pod_operator("sign", steps.sign(config, service), **pods)
         attest = pod_operator("attest_sbom", steps.attest_sbom(config, service), **pods)
-        deploy = PythonOperator(task_id=f"deploy_{env}", python_callable=_deploy_from_context(service, env), outlets=[REGISTRY])
-        helm = environment.deploy_strategy == "helm"
-        if helm:
-            wait = pod_operator(f"helm_{env}", steps.helm_deploy(config, env, _gitops_commit_of(f"deploy_{env}")),
-                                pool=steps.helm_pool(env), **pods)
-        else:
-            wait = ApplicationSyncedSensor(
-                task_id=f"wait_{env}", kubernetes_conn_id=environment.kubernetes_conn_id,
-                namespace=config.argocd_application(env)[0], application=config.argocd_application(env)[1],
-                revision=_gitops_commit_of(f"deploy_{env}"),
-                timeout_seconds=environment.argocd.sync_timeout_minutes * 60, poll_interval=1.0)
-        smoke = pod_operator(f"smoke_{env}", steps.smoke(config, service, env), **pods)
-        record_smoke = PythonOperator(task_id=f"record_smoke_{env}", python_callable=_record_smoke(service, env),
-                                      outlets=[REGISTRY])
-        # Runs only once the deploy succeeded and its rollout and smoke test are done (it skips
-        # unless one of them failed): a run stopped before the deploy never reaches it.
-        rollback = PythonOperator(task_id=f"rollback_{env}",
-                                  python_callable=_rollback_from_context(service, env, wait.task_id, environment.deploy_strategy),
-                                  trigger_rule="all_done_min_one_success", outlets=[REGISTRY])
+        hand_over = HandOver(change_set=change_set(service), doc_md=f"deploy-{env} commits, rolls out and smoke-tests.")
 
         validate >> [verify, chart_validate]
         verify >> build >> image_ref >> [sbom, scan]
         scan >> [scan_sarif, scan_gate]
-        [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> deploy >> wait >> smoke >> record_smoke
-        [deploy, wait, smoke] >> rollback
-        if helm:
-            helm_rollback = pod_operator(
-                f"helm_rollback_{env}",
-                steps.helm_deploy(config, env, _gitops_commit_of(f"rollback_{env}"), step=f"helm-rollback-{env}"),
-                pool=steps.helm_pool(env), **pods)
-            rolled_back = PythonOperator(task_id=f"rolled_back_{env}", python_callable=_rolled_back_from_context(service, env))
-            rollback >> helm_rollback >> rolled_back
+        [scan_gate, sbom, chart_validate] >> is_release >> sign >> attest >> hand_over
     return dag
-
-
-def _gitops_commit_of(task_id: str) -> str:
-    return f"{{{{ ti.xcom_pull(task_ids='{task_id}')['gitops_commit'] }}}}"
 
 
 # Callables that read what they need from the task context (params, XComs, run id).
@@ -323,57 +229,3 @@ def _is_release(**context) -> bool:
                                   "nothing signed, deployed or recorded, by design")
     return False
 
-
-def _deploy_from_context(service: str, env: str):
-    def deploy(**context) -> dict:
-        from release.registry import USER_RE
-
-        ti = context["ti"]
-        by = getattr(context["dag_run"], "triggering_user_name", None) or "release-platform"
-        return task_deploy(service, env, ti.xcom_pull(task_ids="validate"), ti.xcom_pull(task_ids="image_ref"),
-                           ti.xcom_pull(task_ids="scan_gate"), context["run_id"],
-                           by if USER_RE.fullmatch(by) else "release-platform")
-    return deploy
-
-
-def _record_smoke(service: str, env: str):
-    def record_smoke(**context) -> None:
-        """The promotion's smoke gate reads this: a passed smoke test for exactly this version."""
-        from datetime import timezone
-
-        from release.config import load_config
-        from release.registry import Registry
-
-        from release import outcome
-
-        deployed = context["ti"].xcom_pull(task_ids=f"deploy_{env}")
-        version = deployed["version"]
-        evidence = {"passed": True, "run_id": context["run_id"], "at": datetime.now(timezone.utc).isoformat()}
-        Registry.from_config(load_config()).record_evidence(env, {service: {"version": version, "smoke": evidence}},
-                                                           by="release-platform", run_id=context["run_id"])
-        commit = context["ti"].xcom_pull(task_ids="validate")["commit"]
-        outcome.record(context["ti"], f"deployed {service} {version} to {env}, commit {commit[:12]} "
-                                      f"(GitOps commit {deployed['gitops_commit'][:12]})")
-    return record_smoke
-
-
-def _rollback_from_context(service: str, env: str, rollout_task: str, strategy: str):
-    def rollback(**context) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from release import outcome
-
-        ti = context["ti"]
-        if not ti.xcom_pull(task_ids=f"deploy_{env}"):
-            raise AirflowSkipException("nothing was deployed, so there is nothing to roll back")
-        if not outcome.failed_tasks(context, [rollout_task, f"smoke_{env}"]):
-            raise AirflowSkipException(f"the rollout and smoke test in {env} passed: nothing to roll back")
-        failed_step = failed_rollout_step(ti, strategy, rollout_task, f"smoke_{env}")
-        return task_rollback(service, env, context["run_id"], failed_step, ti.xcom_pull(task_ids=f"deploy_{env}"))
-    return rollback
-
-
-def _rolled_back_from_context(service: str, env: str):
-    def rolled_back(**context) -> None:
-        task_rolled_back(service, env, context["ti"].xcom_pull(task_ids=f"rollback_{env}"))
-    return rolled_back

@@ -1,16 +1,13 @@
 """`promote`: move the exact digests one environment runs to the next, through gates.
 
     validate -> gate_smoke, gate_scan, gate_freeze -> wait_freeze, verify_signatures
-      -> needs_approval -> approve_<env> -> four_eyes_<env> | no_approval
-      -> deploy -> rollout -> wait_synced | helm_<env> -> smoke -> record_smoke
-      -> rollback (if the rollout or smoke failed) -> rollout_rollback -> wait_rollback | helm_rollback_<env>
-      -> smoke_after_rollback -> report
+      -> needs_approval -> approve_<env> | no_approval -> hand_over (to deploy-<to_env>)
 
-`rollout` picks how to_env deploys a commit: an Argo CD sync and the sensor (`argocd`), or
-that environment's helm pod (`helm`, one per such environment, built when the DAG is parsed).
-
-Everything a user typed is checked by `validate` before anything is written or any pod
-is created. Runs queue one at a time, so promotions never interleave.
+Everything a user typed is checked by `validate` before anything is written or any pod is
+created. The gates and the approval happen here, before the change joins the queue: an
+approval parked for hours holds back nothing else. `hand_over` (release.handover) gives the
+change set to `deploy-<to_env>`, which applies changes to that environment one at a time and
+checks the change again itself (release.deploy), and ends with its outcome.
 """
 
 from __future__ import annotations
@@ -92,30 +89,15 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
         target = state.current(to_env).get(name)
         items.append({"service": name, **item, "replaces": target.version if target else None,
                       "replaces_image": target.image if target else None})
-    namespace, application = config.argocd_application(to_env)
     env = config.environments[to_env]
     return {
-        "from_env": from_env, "to_env": to_env, "requester": requester, "reason": reason,
+        "kind": "promotion", "from_env": from_env, "to_env": to_env, "requester": requester, "reason": reason,
         "items": items, "services": names,
         "needs_approval": approval.required, "approvers": approval.approvers,
         "kubernetes_conn_id": env.kubernetes_conn_id, "namespace": env.namespace,
-        "deploy_strategy": env.deploy_strategy,
-        "argocd_namespace": namespace, "argocd_application": application,
-        "sync_timeout_seconds": env.argocd.sync_timeout_minutes * 60,
-        "smoke_args": smoke_args(config, names, to_env),
         "verify_args": ["verify", "--key", "/cosign/cosign.pub", "--insecure-ignore-tlog=true", "--output", "json",
                         *[i["image"] for i in items]],
     }
-
-
-def smoke_args(config: PlatformConfig, services: list[str], env: str) -> list[str]:
-    from release import steps
-
-    args: list[str] = []
-    for i, service in enumerate(services):
-        step_args = steps.smoke(config, service, env).args
-        args += step_args if i == 0 else [a for a in step_args if a.startswith("http") or a in ("--output", "/dev/null")]
-    return args
 
 
 def describe(plan: dict, run_url: str = "") -> tuple[str, str]:
@@ -198,19 +180,6 @@ def gate_freeze(config: PlatformConfig, to_env: str, now: datetime) -> str | Non
     if env.freeze_policy == "fail":
         raise PromotionError(f"gate freeze: {to_env} is frozen until {window.end.isoformat()} ({window.reason})")
     return window.end.isoformat()
-
-
-def check_four_eyes(plan: dict, response: dict | None) -> str:
-    responder = ((response or {}).get("responded_by_user") or {}).get("name")
-    if not response or (response.get("chosen_options") or [None])[0] != "Approve":
-        raise PromotionError("approval: not approved")
-    if responder == plan["requester"]:
-        raise PromotionError(f"four-eyes: {responder} requested this {plan.get('action', 'promotion')} and cannot approve it; "
-                             f"another approver ({', '.join(a for a in plan['approvers'] if a != responder)}) must")
-    if responder not in plan["approvers"]:
-        raise PromotionError(f"four-eyes: {responder!r} is not an approver for {plan['to_env']}; "
-                             f"allowed: {', '.join(plan['approvers'])}")
-    return responder
 
 
 # -- task callables --------------------------------------------------------------------------
@@ -298,154 +267,19 @@ def task_needs_approval(**context) -> str:
     return f"approve_{plan['to_env'].replace('-', '_')}" if plan["needs_approval"] else "no_approval"
 
 
-def task_four_eyes(env_task: str):
-    def four_eyes(**context) -> str:
-        plan = _plan(context)
-        try:
-            approver = check_four_eyes(plan, context["ti"].xcom_pull(task_ids=env_task))
-        except PromotionError as exc:
-            _refuse(str(exc))
-        print(f"approved by {approver}; requested by {plan['requester']}")
-        return approver
-    return four_eyes
-
-
-def task_deploy(**context) -> dict:
-    """One GitOps commit of the plan, after checking, here, that the approval the target
-    environment needs was given in this run (check_write_allowed)."""
-    from release.registry import DeployRequest, Registry
-
-    plan = _plan(context)
-    approved_by = check_write_allowed(context, plan, "promotion")
-    requests = [DeployRequest(i["service"], i["version"], i["image"],
-                              {**i["evidence"], "promoted_from": plan["from_env"], "smoke": None,
-                               **({"approved_by": approved_by} if approved_by else {})})
-                for i in plan["items"]]
-    result = Registry.from_config(_config()).record_deployment(
-        plan["to_env"], requests, by=plan["requester"], run_id=context["run_id"], reason=plan["reason"])
-    print(f"one commit {result.sha} for {', '.join(plan['services'])} in {plan['to_env']}; {roll_out(plan, result.sha)}")
-    return {"gitops_commit": result.sha, "approved_by": approved_by}
-
-
-def check_write_allowed(context, plan: dict | None, action: str) -> str | None:
-    """Right before a commit to the plan's environment: who approved it (None where the config
-    needs no approval for this kind of change); refuses the task, writing nothing, when the
-    approval the config asks for was not given in this run (release.approval.require_approval)."""
-    from release.approval import ApprovalMissing, require_approval
-
-    if not plan:
-        _refuse(f"{action}: validate recorded no plan for this run (was it marked success by hand?)")
-    requester = getattr(context["dag_run"], "triggering_user_name", None) or ""
-    if plan.get("requester") != requester:
-        _refuse(f"{action}: the plan names {plan.get('requester')!r} as requester, but {requester!r} triggered this run")
-    config = _config()
-    env = plan["to_env"]
-    if env not in config.environments:
-        _refuse(f"{action}: {env!r} is not an environment of the platform config")
-    approval = config.environments[env].approval
-    if not (approval.required_for_rollback if action == "rollback" else approval.required):
-        return None
-    try:
-        return require_approval(context, env, approval.approvers, action)
-    except ApprovalMissing as exc:
-        _refuse(f"nothing was written to {env}: {exc}")
-
-
-def roll_out(plan: dict, sha: str) -> str:
-    """Start deploying commit `sha` to the plan's environment; says what happens next.
-    Argo CD is asked to sync; for helm the pod the `rollout` branch picks does everything."""
-    if plan["deploy_strategy"] == "helm":
-        return "helm upgrade of that commit follows"
-    from release.argocd import request_sync
-
-    request_sync(plan["kubernetes_conn_id"], plan["argocd_namespace"], plan["argocd_application"], sha)
-    return "sync requested"
-
-
-def task_rollout(argocd_task: str, helm_task: str):
-    """Branch to the task that rolls the commit out: the Argo CD sensor, or to_env's helm pod."""
-    def rollout(**context) -> str:
-        plan = _plan(context)
-        if plan["deploy_strategy"] == "helm":
-            return f"{helm_task}_{plan['to_env'].replace('-', '_')}"
-        return argocd_task
-    return rollout
-
-
-def task_record_smoke(**context) -> None:
-    from release.registry import Registry
-
-    plan = _plan(context)
-    evidence = {"passed": True, "run_id": context["run_id"], "at": datetime.now(timezone.utc).isoformat()}
-    Registry.from_config(_config()).record_evidence(
-        plan["to_env"], {i["service"]: {"version": i["version"], "smoke": evidence} for i in plan["items"]},
-        by=plan["requester"], run_id=context["run_id"])
-
-
-def task_rollback(**context) -> dict:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from release.pipeline import failed_rollout_step
-    from release.registry import Registry
-
-    plan, ti = _plan(context), context["ti"]
-    if not ti.xcom_pull(task_ids="deploy"):
-        raise AirflowSkipException("nothing was deployed, so there is nothing to roll back")
-    step = failed_rollout_step(ti, plan["deploy_strategy"], "wait_synced", "smoke")
-    what = f"the {step} of {', '.join(plan['services'])} in {plan['to_env']} failed"
-    registry = Registry.from_config(_config())
-    first_time = [i["service"] for i in plan["items"] if i["replaces"] is None]
-    to_restore = [i["service"] for i in plan["items"] if i["replaces"] is not None]
-    sha = None
-    if to_restore:
-        sha = registry.record_rollback(plan["to_env"], to_restore, by="release-platform", run_id=context["run_id"],
-                                       reason=f"automatic rollback: {what}", outcome="failed").sha
-        print(f"rollback commit {sha}; {roll_out(plan, sha)}")
-    print(f"{what}; restoring {', '.join(to_restore) or 'nothing'}"
-          + (f"; {', '.join(first_time)} had no earlier version in {plan['to_env']}" if first_time else ""))
-    result = {"what": what, "gitops_commit": sha or "", "restored": to_restore}
-    if sha is None:  # nothing to sync or smoke-test again; the report still fails the run
-        ti.xcom_push(key="return_value", value=result)
-        raise AirflowSkipException(f"{what}; no earlier version to restore")
-    return result
-
-
-ROLLBACK_TASKS = ("rollout_rollback", "wait_rollback", "helm_rollback_", "smoke_after_rollback")
-
-
-def task_report(**context) -> None:
-    """The run's one leaf, so the run's state is its verdict: success only if the promotion was
-    deployed and nothing failed; its outcome (release.outcome) becomes the run's note."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from release import outcome
-    from release.registry import Registry
-
-    ti = context["ti"]
-    plan, deployed, rolled = _plan(context), ti.xcom_pull(task_ids="deploy"), ti.xcom_pull(task_ids="rollback")
-    failed = outcome.failed_tasks(context)
-    if rolled:
-        now = Registry.from_config(_config()).state(plan["to_env"])
-        restored = ", ".join(f"{s} {now[s].version}" for s in rolled["restored"] if s in now)
-        first_time = [i["service"] for i in plan["items"] if i["service"] not in rolled["restored"]]
-        message = rolled["what"]
-        if restored:
-            message += f"; rolled {plan['to_env']} back to {restored} (commit {rolled['gitops_commit'][:12]})"
-        if first_time:
-            message += f"; no earlier version of {', '.join(first_time)} in {plan['to_env']} to roll back to"
-        broken = [t for t in failed if t.startswith(ROLLBACK_TASKS)]
-        _fail(message + (f"; the rollback failed too at {', '.join(broken)}" if broken else ""))
-    if not deployed:
-        why = outcome.recorded(context, failed)
-        if why:  # the task that stopped the run said why; that stays the run's note
-            raise AirflowFailException(f"nothing was deployed: {why}")
-        _fail(f"nothing was deployed: {', '.join(failed) or 'an earlier task'} failed (see its log)")
-    what = ", ".join(f"{i['service']} {i['version']}" for i in plan["items"])
-    line = (f"deployed {what} to {plan['to_env']}, commit {deployed['gitops_commit'][:12]}"
-            + (f", approved by {deployed['approved_by']}" if deployed.get("approved_by") else ""))
-    if failed:
-        _fail(f"{line}, but {', '.join(failed)} failed")
-    print(outcome.record(ti, line))
+def change_set(kind: str):
+    """What `hand_over` gives deploy-<env>: the validated plan's exact digests, its requester and
+    reason, and this run (whose approval and plan deploy-<env> reads from Airflow itself)."""
+    def build(context) -> dict:
+        ti = context["ti"]
+        plan = ti.xcom_pull(task_ids="validate")
+        if not plan:
+            _refuse(f"{kind}: validate recorded no plan for this run (was it marked success by hand?)")
+        return {"kind": kind, "env": plan["to_env"], **({"from_env": plan["from_env"]} if kind == "promotion" else {}),
+                "items": [{"service": i["service"], "version": i["version"], "image": i["image"]} for i in plan["items"]],
+                "requester": plan["requester"], "reason": plan["reason"],
+                "caller": {"dag_id": ti.dag_id, "run_id": ti.run_id}}
+    return build
 
 
 # -- the DAG -----------------------------------------------------------------------------------
@@ -463,21 +297,18 @@ Trigger with `services` (names, or `["*"]` for everything `from_env` runs), `fro
 3. **approval** where `to_env` requires it (prod): the approvers other than the requester are
    asked in *Required actions* (Airflow refuses the requester's answer); a rejection or no answer
    in time deploys nothing;
-4. **deploy**: one GitOps commit for all services, an Argo CD sync (or, where `to_env` uses the
-   `helm` strategy, `helm upgrade --install --atomic --wait` of exactly that commit), smoke tests;
-5. a failed rollout or smoke test **rolls back** every promoted service in one commit, deployed
-   the same way, and fails the run.
+4. **hand_over** the change set to `deploy-<to_env>` and wait for it (deferred): it checks the
+   change again (digests, gates, the approval recorded in this run), makes one GitOps commit,
+   rolls it out, smoke-tests each service with its own settings, and on a failed rollout or smoke
+   test rolls every promoted service back in one commit. Its "Triggered DAG" link opens that run.
 
-`report` decides the run's colour: green only when the promotion was deployed and nothing
-failed. A refused, rejected, frozen-out or failed promotion is red, and the run's note says what
-happened ("deployed ... to prod, commit ...", "refused: ...", "rejected by bob", "... rolled back").
+The run is green only when the promotion was deployed. A refused, rejected, frozen-out or
+failed promotion is red, and the run's note says what happened ("deployed ... to prod, commit
+...", "refused: ...", "rejected by bob", "... rolled back").
 
-Promotions run **one at a time, whatever their environments** (`max_active_runs=1`): a later
-one waits in *queued*, in trigger order, until the running one has finished; none is dropped
-and two never interleave. The price: a run parked at an approval (up to the environment's
-`response_timeout_minutes`) or waiting out a deploy freeze holds back every other promotion,
-to any environment; answer it, or mark it failed, to let the queue move. Airflow has no lock per
-environment that spans a whole run (pools count single tasks and never an approval wait).
+Promotions to different environments run side by side; changes to one environment apply one at
+a time, in the order they were handed over, in `deploy-<env>`. A run parked at an approval
+holds back nothing: it joins its environment's queue only once approved.
 """
 
 
@@ -486,28 +317,16 @@ def reason_help(config: PlatformConfig) -> str:
     return f"why; required for a promotion to {' or '.join(gated)}" if gated else "why (optional)"
 
 
-def synced_sensor(task_id: str, plan: str, commit_of: str, conn: str):
-    """Wait for the plan's Application to be Synced at the commit task `commit_of` made, and
-    Healthy, within the target environment's `argocd.sync_timeout_minutes` (`plan` is the
-    Jinja expression of the validated plan; promote and rollback share this)."""
-    from release.argocd import ApplicationSyncedSensor
-
-    return ApplicationSyncedSensor(
-        task_id=task_id, kubernetes_conn_id=conn,
-        namespace="{{ %s['argocd_namespace'] }}" % plan, application="{{ %s['argocd_application'] }}" % plan,
-        revision="{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of,
-        timeout_seconds="{{ %s['sync_timeout_seconds'] }}" % plan, poll_interval=1.0)
+# Runs of promote (and rollback) at once: each waits for its approval or its turn in deploy-<env>.
+MAX_ACTIVE_REQUESTS = 16
 
 
 def build_promote_dag(config: PlatformConfig):
-    from datetime import timedelta
-
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
     from airflow.sdk import DAG, Param
 
-    from release.approval import ApprovalByOthers
-    from release.assets import REGISTRY
+    from release.handover import HandOver
     from release.notify import on_failure
     from release.operators import FreezeEndSensor
     from release.pods import PodStep, SecretVolume, pod_operator
@@ -519,7 +338,7 @@ def build_promote_dag(config: PlatformConfig):
         start_date=datetime(2026, 1, 1),
         catchup=False,
         default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
-        max_active_runs=1,  # one promotion at a time, to any env: later ones queue (see DOC and the README)
+        max_active_runs=MAX_ACTIVE_REQUESTS,  # the environment's deploy-<env> serialises the changes
         tags=["release", "promotion"],
         doc_md=DOC,
         render_template_as_native_obj=True,
@@ -538,71 +357,34 @@ def build_promote_dag(config: PlatformConfig):
         scan_gate = PythonOperator(task_id="gate_scan", python_callable=task_gate_scan)
         freeze_gate = PythonOperator(task_id="gate_freeze", python_callable=task_gate_freeze)
         wait_freeze = FreezeEndSensor(task_id="wait_freeze", target_time="{{ ti.xcom_pull(task_ids='gate_freeze') }}")
-        conn = "{{ %s['kubernetes_conn_id'] }}" % plan
-        pods = {"service": "promote", "commit": "promotion", "namespace": "{{ %s['namespace'] }}" % plan,
-                "kubernetes_conn_id": conn}
         verify = pod_operator("verify_signatures", PodStep(
             "verify-signatures", config.pipelines.tools.cosign, args=[],
-            secret_volumes=(SecretVolume(config.pipelines.cosign_key_secret, "/cosign"),)), **pods)
+            secret_volumes=(SecretVolume(config.pipelines.cosign_key_secret, "/cosign"),)),
+            service="promote", commit="promotion", namespace="{{ %s['namespace'] }}" % plan,
+            kubernetes_conn_id="{{ %s['kubernetes_conn_id'] }}" % plan)
         verify.arguments = "{{ %s['verify_args'] }}" % plan
         needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
         no_approval = EmptyOperator(task_id="no_approval")
-        deploy = PythonOperator(task_id="deploy", python_callable=task_deploy,
-                                outlets=[REGISTRY], trigger_rule="none_failed_min_one_success")
-        for env_name, env in config.environments.items():
-            if not env.approval.required:
-                continue
-            key = env_name.replace("-", "_")
-            approve = ApprovalByOthers(
-                task_id=f"approve_{key}",
-                subject="{{ %s['subject'] }}" % plan,
-                body="{{ %s['body'] }}" % plan,
-                approvers=env.approval.approvers, action="promotion",
-                response_timeout=timedelta(minutes=env.approval.response_timeout_minutes),
-            )
-            four_eyes = PythonOperator(task_id=f"four_eyes_{key}", python_callable=task_four_eyes(f"approve_{key}"))
-            needs_approval >> approve >> four_eyes >> deploy
-        def synced(task_id: str, commit_of: str):
-            return synced_sensor(task_id, plan, commit_of, conn)
-
-        wait = synced("wait_synced", "deploy")
-        # The smoke tests follow whichever rollout the branch picked (the other is skipped).
-        smoke = pod_operator("smoke", PodStep("smoke", config.pipelines.tools.curl, args=[]),
-                             trigger_rule="none_failed_min_one_success", **pods)
-        smoke.arguments = "{{ %s['smoke_args'] }}" % plan
-        record_smoke = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke, outlets=[REGISTRY])
-        rollback = PythonOperator(task_id="rollback", python_callable=task_rollback, trigger_rule="one_failed",
-                                  outlets=[REGISTRY])
-        wait_rollback = synced("wait_rollback", "rollback")
-        smoke_after = pod_operator("smoke_after_rollback", PodStep("smoke-after-rollback", config.pipelines.tools.curl, args=[]),
-                                   trigger_rule="none_failed_min_one_success", **pods)
-        smoke_after.arguments = "{{ %s['smoke_args'] }}" % plan
-        report = PythonOperator(task_id="report", python_callable=task_report, trigger_rule="all_done")
-        rollout = BranchPythonOperator(task_id="rollout", python_callable=task_rollout("wait_synced", "helm"))
-        rollout_rollback = BranchPythonOperator(task_id="rollout_rollback",
-                                                python_callable=task_rollout("wait_rollback", "helm_rollback"))
-        helm_envs = [e for e in config.env_order[1:] if config.environments[e].deploy_strategy == "helm"]
-        helm = [helm_pod(config, e, "helm", "deploy", "promote", "promotion") for e in helm_envs]
-        helm_rollback = [helm_pod(config, e, "helm_rollback", "rollback", "promote", "promotion") for e in helm_envs]
+        hand_over = HandOver(change_set=change_set("promotion"), trigger_rule="none_failed_min_one_success")
 
         validate >> [smoke_gate, scan_gate, freeze_gate, verify]
         freeze_gate >> wait_freeze
-        [smoke_gate, scan_gate, wait_freeze, verify] >> needs_approval >> no_approval >> deploy
-        deploy >> rollout >> [wait, *helm] >> smoke >> record_smoke
-        [wait, *helm, smoke] >> rollback >> rollout_rollback >> [wait_rollback, *helm_rollback] >> smoke_after >> report
-        record_smoke >> report
+        [smoke_gate, scan_gate, wait_freeze, verify] >> needs_approval >> no_approval >> hand_over
+        for env_name, env in config.environments.items():
+            if env.approval.required:
+                needs_approval >> approval_task(env_name, env, "promotion", plan) >> hand_over
     return dag
 
 
-def helm_pod(config: PlatformConfig, env: str, task: str, commit_of: str, service: str, commit: str):
-    """`<task>_<env>`: the helm pod that deploys the GitOps commit task `commit_of` wrote to `env`
-    (promote and rollback pick it at run time; its namespace, connection and pool are env's)."""
-    from release import steps
-    from release.pods import pod_operator
+def approval_task(env_name: str, env, action: str, plan: str):
+    """`approve_<env>`: the env's approvers other than the requester decide on the plan (the Jinja
+    expression `plan` gives its subject and body); promote and rollback share it."""
+    from datetime import timedelta
 
-    environment = config.environments[env]
-    step = steps.helm_deploy(config, env, "{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of,
-                             step=f"{task.replace('_', '-')}-{env}")
-    return pod_operator(f"{task}_{env.replace('-', '_')}", step, service=service, commit=commit,
-                        namespace=environment.namespace, kubernetes_conn_id=environment.kubernetes_conn_id,
-                        pool=steps.helm_pool(env))
+    from release.approval import ApprovalByOthers
+
+    return ApprovalByOthers(
+        task_id=f"approve_{env_name.replace('-', '_')}",
+        subject="{{ %s['subject'] }}" % plan, body="{{ %s['body'] }}" % plan,
+        approvers=env.approval.approvers, action=action,
+        response_timeout=timedelta(minutes=env.approval.response_timeout_minutes))

@@ -10,6 +10,7 @@ import yaml
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry
+from tests.dags.conftest import deploy_result
 from tests.dags.test_promote import last_run
 from tests.helpers import assert_pods_meet_restricted, digest, request_for
 
@@ -62,10 +63,13 @@ def run(params: dict):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config):
+def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, deploy_runs):
     sandbox.scenario = scenario()
     dagrun, states = run({})
     assert dagrun.state == "success", states
+    # the pipeline handed the digest over to deploy-dev, which made the change: one run, linked
+    [(deploy_dag, deploy_run)] = deploy_runs
+    assert (deploy_dag, deploy_run) == ("deploy-dev", f"service-a-pipeline.{dagrun.run_id}")
     current = world.state("dev")["service-a"]
     assert (current.version, current.image) == ("1.1.0", f"{config.services['service-a'].image}@{NEW_DIGEST}")
     assert current.evidence["scan"]["passed"] is True and current.evidence["commit"] == COMMIT
@@ -77,9 +81,13 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config):
     gitops_head = world.history(service="service-a")[-1]
     assert app["status"]["sync"]["revision"] == app["status"]["operationState"]["syncResult"]["revision"]
     assert len(app["status"]["sync"]["revision"]) == 40 and gitops_head.version == "1.1.0"
-    assert states["rollback_dev"] == "skipped"
-    assert last_run("service-a-pipeline") == (
-        "success", f"deployed service-a 1.1.0 to dev, commit {COMMIT[:12]} (GitOps commit {app['status']['sync']['revision'][:12]})")
+    sha = app["status"]["sync"]["revision"]
+    line = f"deployed service-a 1.1.0 to dev, commit {sha[:12]}"
+    state, note, tasks = deploy_result(deploy_dag, deploy_run)
+    assert (state, note) == ("success", line)
+    assert tasks["smoke[0]"] == "success" and tasks["undo"] == "skipped" and tasks["report"] == "success", tasks
+    assert last_run("service-a-pipeline") == ("success", f"{line} (deploy-dev run {deploy_run})")
+    assert gitops_head.run_id == dagrun.run_id and gitops_head.evidence["deploy_run"] == f"deploy-dev/{deploy_run}"
 
 
 def test_pods_the_cluster_received_are_hardened(world, sandbox):
@@ -103,7 +111,10 @@ def test_pods_the_cluster_received_are_hardened(world, sandbox):
         assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}, step
         assert container["resources"]["limits"] and container["resources"]["requests"], step
         assert spec["automountServiceAccountToken"] is False, step
-        assert pod["metadata"]["labels"]["release-platform/commit"] == COMMIT
+        # build steps carry the application commit; the smoke test the GitOps commit it tests
+        gitops = world.history(service="service-a")[-1]
+        expected = COMMIT if step != "smoke-dev" else sandbox.get("applications", "argocd", "umbrella-dev")["status"]["sync"]["revision"]
+        assert pod["metadata"]["labels"]["release-platform/commit"] == expected and gitops.version == "1.1.0", step
         if step == "build":  # the one declared exception, with its reason on the pod
             assert "user namespaces" in pod["metadata"]["annotations"]["release-platform/security-exception"]
         else:
@@ -120,7 +131,7 @@ def test_blocking_scan_stops_at_the_gate(world, sandbox):
     dagrun, states = run({})
     assert dagrun.state == "failed"
     assert states["scan_gate"] == "failed"
-    assert states["sign"] in ("upstream_failed", "skipped") and states["deploy_dev"] in ("upstream_failed", "skipped")
+    assert states["sign"] in ("upstream_failed", "skipped") and states["hand_over"] in ("upstream_failed", "skipped")
     assert world.snapshot().entries == before.entries
     steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
     assert "sign" not in steps and "smoke-dev" not in steps
@@ -128,27 +139,31 @@ def test_blocking_scan_stops_at_the_gate(world, sandbox):
     assert state == "failed" and note.startswith(f"refused: scan-gate: service-a {COMMIT[:12]} is blocked: "), note
 
 
-def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd):
+def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd, deploy_runs):
     sandbox.scenario = scenario(smoke_exit=22)
     dagrun, states = run({})
-    assert dagrun.state == "failed"
-    assert states["smoke_dev"] == "failed" and states["rollback_dev"] == "failed"
+    assert dagrun.state == "failed" and states["hand_over"] == "failed"
+    [(deploy_dag, deploy_run)] = deploy_runs
+    state, note, tasks = deploy_result(deploy_dag, deploy_run)
+    assert tasks["smoke[0]"] == "failed" and tasks["undo"] == "success" and tasks["smoke_after_undo[0]"] == "failed", tasks
     assert world.state("dev")["service-a"].version == "1.0.0"
     story = [(e.version, e.action, e.outcome) for e in world.history(service="service-a", env="dev")]
     assert story == [("1.0.0", "deploy", "deployed"), ("1.1.0", "deploy", "failed"), ("1.0.0", "rollback", "deployed")]
-    out = capfd.readouterr().out
-    assert "service-a 1.1.0: the smoke test in dev failed; rolled dev back to 1.0.0" in out
+    what = "the smoke test of service-a in dev failed after pipeline of service-a 1.1.0; rolled dev back to service-a 1.0.0"
+    assert state == "failed" and note.startswith(what), note
+    # the scenario fails every smoke pod of dev, so the smoke test after the rollback fails too, and says so
+    assert note.endswith("the smoke test of service-a after the rollback failed too"), note
     state, note = last_run("service-a-pipeline")
-    assert state == "failed" and note.startswith("service-a 1.1.0: the smoke test in dev failed; rolled dev back to 1.0.0"), note
+    assert state == "failed" and note.startswith(what) and note.endswith(f"(deploy-dev run {deploy_run})"), note
 
 
-def test_pr_mode_never_signs_deploys_or_writes(world, sandbox):
+def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs):
     sandbox.scenario = scenario()
     before = world.snapshot()
     dagrun, states = run({"pr": 42, "ref": "refs/pull/42/head"})
     assert states["scan_gate"] == "success" and states["chart_validate"] == "success"
-    assert all(states[t] == "skipped" for t in ("sign", "attest_sbom", "deploy_dev", "wait_dev", "smoke_dev", "rollback_dev")), states
-    assert world.snapshot().entries == before.entries
+    assert all(states[t] == "skipped" for t in ("sign", "attest_sbom", "hand_over")), states
+    assert world.snapshot().entries == before.entries and deploy_runs == []
     steps = {e[3]["metadata"]["labels"]["release-platform/step"] for e in sandbox.call(lambda: list(sandbox.store.events)) if e[1] == "pods"}
     assert steps.isdisjoint({"sign", "attest-sbom", "smoke-dev"})
     # Writing nothing is what PR mode is for: the run is green and says so.

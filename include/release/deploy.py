@@ -321,8 +321,8 @@ def task_apply(env: str):
         try:
             change = parse_change_set(context["params"].get("change"))
             check_against_config(change, config, env)
-            approver, caller_evidence = check_caller(context, change, config)
             evidence = check_against_registry(change, config, registry.snapshot(), datetime.now(timezone.utc))
+            approver, caller_evidence = check_caller(context, change, config)
         except ChangeRefused as exc:
             _refuse(str(exc))
         before = registry.state(env)

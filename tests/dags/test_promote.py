@@ -13,6 +13,7 @@ import yaml
 from release.gitops import ensure_local_repo
 from release.registry import DeployRequest, Registry
 from release.scan import ScanPolicy, evaluate_report
+from tests.dags.conftest import deploy_result
 from tests.helpers import answer_approval, assert_pods_meet_restricted, digest, head
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -116,19 +117,24 @@ def promote(params: dict, answer: tuple[str, str] | None = None, approval_task: 
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}, response
 
 
-def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sandbox, as_user):
+def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sandbox, as_user, deploy_runs):
     before = len(world.history())
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "weekly"})
-    assert states["report"] == "success" and states["rollback"] == "skipped", states
+    assert states["hand_over"] == "success", states
+    [(deploy_dag, deploy_run)] = deploy_runs
+    assert (deploy_dag, deploy_run) == ("deploy-staging", f"promote.{dagrun_id('promote')}")
     assert states["needs_approval"] == "success" and states["no_approval"] == "success" and states["approve_prod"] == "skipped"
     staging, dev = world.state("staging")["service-a"], world.state("dev")["service-a"]
     assert (staging.version, staging.image) == (dev.version, dev.image) == ("1.1", staging.image)
     assert staging.deployed_by == "alice" and staging.evidence["promoted_from"] == "dev"
     assert staging.evidence["smoke"]["passed"] is True  # smoke passed in staging, recorded
     synced = sandbox.get("applications", "argocd", "umbrella-staging")["status"]["sync"]["revision"]  # the deploy's commit
-    assert last_run("promote") == ("success", f"deployed service-a 1.1 to staging, commit {synced[:12]}")
+    line = f"deployed service-a 1.1 to staging, commit {synced[:12]}"
+    assert deploy_result(deploy_dag, deploy_run)[:2] == ("success", line)  # staging's deployment log says it
+    note = f"{line} (deploy-staging run {deploy_run})"
+    assert last_run("promote") == ("success", note)
     run = api_get(f"/api/v2/dags/promote/dagRuns/{dagrun_id('promote')}")  # what the UI and scripts see
-    assert (run["state"], run["note"]) == ("success", f"deployed service-a 1.1 to staging, commit {synced[:12]}")
+    assert (run["state"], run["note"]) == ("success", note)
     entry = world.history(env="staging", service="service-a")[-1]
     assert (entry.previous_version, entry.version, entry.reason) == ("1.0", "1.1", "weekly")
     assert len(world.history()) == before + 1
@@ -137,7 +143,7 @@ def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sand
     verify_pods = [e[3] for e in sandbox.call(lambda: list(sandbox.store.events))
                    if e[1] == "pods" and e[2] == "ADDED" and e[3]["metadata"]["labels"]["release-platform/step"] == "verify-signatures"]
     assert verify_pods and verify_pods[0]["spec"]["containers"][0]["args"][-1] == dev.image
-    assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke"})
+    assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke-staging"})
 
 
 def prod_ready(world, config):
@@ -161,11 +167,11 @@ def test_the_requester_is_refused_and_another_approver_still_can_answer(world, c
     thread.join()
     assert result["alice"]["status"] == 403 and "not a respondent" in str(result["alice"]["body"]), result
     assert result["open"] is True  # her answer did not use up the request
-    assert result["bob"]["status"] == 200 and states["four_eyes_prod"] == "success", (states, result)
+    assert result["bob"]["status"] == 200 and states["hand_over"] == "success", (states, result)
     prod = world.state("prod")["service-a"]
     assert (prod.version, prod.deployed_by, prod.evidence["approved_by"]) == ("1.1", "alice", "bob")
     state, note = last_run("promote")
-    assert state == "success" and note.startswith("deployed service-a 1.1 to prod, commit ") and note.endswith("approved by bob")
+    assert state == "success" and note.startswith("deployed service-a 1.1 to prod, commit ") and "; approved by bob (deploy-prod run" in note
 
 
 def hitl_open(dag_id: str, task_id: str) -> bool:
@@ -185,7 +191,7 @@ def test_a_run_whose_only_approver_is_its_requester_fails_at_once(world, config,
     prod_ready(world, config)
     override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["prod"]["approval"].update(approvers=["alice"]))
     states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "mine"})
-    assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped"), states
+    assert states["approve_prod"] == "failed" and states["hand_over"] in ("upstream_failed", "skipped"), states
     assert "service-a" not in world.state("prod")
     assert last_run("promote") == ("failed", "refused: approval: alice requested this promotion and is its only "
                                              "approver (alice); another approver must be configured")
@@ -218,8 +224,7 @@ def test_rejection_deploys_nothing(world, config, as_user):
     states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "x"},
                         answer=("bob", "Reject"))
     # A rejection fails the approval: the run that deployed nothing is red and says who said no.
-    assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")
-    assert states["smoke"] in ("upstream_failed", "skipped")
+    assert states["approve_prod"] == "failed" and states["hand_over"] in ("upstream_failed", "skipped")
     assert world.store.read("registry/versions.yaml") == head
     assert last_run("promote") == ("failed", "rejected by bob")
 
@@ -253,7 +258,7 @@ def test_no_answer_in_time_deploys_nothing(world, config, as_user, monkeypatch, 
     thread.start()
     states, _ = promote({"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "x"})
     thread.join()
-    assert states["approve_prod"] == "failed" and states["deploy"] in ("upstream_failed", "skipped")
+    assert states["approve_prod"] == "failed" and states["hand_over"] in ("upstream_failed", "skipped")
     assert "service-a" not in world.state("prod")
     assert last_run("promote") == ("failed", "not approved: no answer in time from bob")
 
@@ -286,7 +291,7 @@ def test_refused_before_anything_is_written(world, config, sandbox, as_user, cap
 
 
 @pytest.mark.parametrize("case,expected,note", [
-    ("unsigned", "verify_signatures", "nothing was deployed: verify_signatures failed (see its log)"),
+    ("unsigned", "verify_signatures", "failed: verify_signatures failed (see the task log)"),
     ("scan", "gate_scan", "refused: gate scan: service-a 1.2 under staging's policy"),
     ("freeze", "gate_freeze", "refused: gate freeze: staging is frozen until"),
     ("smoke", "gate_smoke", "refused: gate smoke: no passed smoke test in dev is recorded for: service-a 1.2"),
@@ -307,29 +312,43 @@ def test_gates_refuse(world, config, sandbox, as_user, monkeypatch, tmp_path, ca
     head = world.store.read("registry/versions.yaml")
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "r"})
     assert states[expected] == "failed", states
-    assert states["deploy"] in ("upstream_failed", "skipped")
+    assert states["hand_over"] in ("upstream_failed", "skipped")
     assert world.store.read("registry/versions.yaml") == head
     state, written = last_run("promote")
     assert state == "failed" and written.startswith(note), written
 
 
-def test_failed_smoke_in_staging_rolls_back_every_promoted_service(world, config, sandbox, as_user, capfd):
-    world.record_deployment("dev", [release(config, "service-b", "2.1", "5")], by="alice", run_id="r")
-    sandbox.scenario = {"pods": [{"match": {"labels": {"release-platform/step": "smoke"}}, "exit_code": 22,
-                                  "logs": ["curl: (22) The requested URL returned error: 503"]}],
+def test_failed_smoke_in_prod_rolls_back_every_promoted_service_in_one_commit(world, config, sandbox, as_user,
+                                                                             deploy_runs):
+    """Two services promoted to prod together; their smoke tests fail: deploy-prod puts both back
+    in one commit, smoke-tests them again (passing), and the promote run fails with its message."""
+    world.record_deployment("prod", [release(config, "service-a", "1.0", "1"), release(config, "service-b", "2.0", "2")],
+                            by="alice", run_id="r")
+    world.record_deployment("staging", [release(config, "service-a", "1.1", "3"), release(config, "service-b", "2.1", "5")],
+                            by="alice", run_id="r")
+    sandbox.scenario = {"pods": [{"match": {"task_id": "smoke"}, "exit_code": 1, "logs": ["http://.../healthz 503"]}],
                         "default_pod": {"duration_seconds": 0.1}, "applications": [{"delay_seconds": 0.1}]}
-    states, _ = promote({"services": ["*"], "from_env": "dev", "to_env": "staging", "reason": "r"})
-    assert states["smoke"] == "failed" and states["rollback"] == "success" and states["report"] == "failed", states
-    now = world.state("staging")
+    states, response = promote({"services": ["*"], "from_env": "staging", "to_env": "prod", "reason": "r"},
+                               answer=("bob", "Approve"))
+    assert response["status"] == 200 and states["hand_over"] == "failed", states
+    [(deploy_dag, deploy_run)] = deploy_runs
+    state, deploy_note, tasks = deploy_result(deploy_dag, deploy_run)
+    assert (tasks["smoke[0]"], tasks["smoke[1]"], tasks["undo"]) == ("failed", "failed", "success"), tasks
+    assert (tasks["smoke_after_undo[0]"], tasks["smoke_after_undo[1]"]) == ("success", "success"), tasks
+    now = world.state("prod")
     assert (now["service-a"].version, now["service-b"].version) == ("1.0", "2.0")
-    story = [(e.version, e.action, e.outcome) for e in world.history(env="staging", service="service-b")]
-    assert story[-2:] == [("2.1", "deploy", "failed"), ("2.0", "rollback", "deployed")]
-    assert "the smoke test of service-a, service-b in staging failed; rolled staging back to service-a 1.0, service-b 2.0" \
-        in capfd.readouterr().out
-    state, note = last_run("promote")
-    assert state == "failed" and note == ("the smoke test of service-a, service-b in staging failed; rolled staging back to "
-                                          f"service-a 1.0, service-b 2.0 (commit {head(world.store.url)[:12]})")
-    assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke", "smoke-after-rollback"})
+    for service, story in (("service-a", ("1.1", "1.0")), ("service-b", ("2.1", "2.0"))):
+        assert [(e.version, e.action, e.outcome) for e in world.history(env="prod", service=service)][-2:] == [
+            (story[0], "deploy", "failed"), (story[1], "rollback", "deployed")]
+    import git
+
+    tip = git.Repo(world.store.url.removeprefix("file://")).commit("main")
+    assert tip.message.startswith("Roll back service-a, service-b in prod")  # one commit for both
+    what = ("the smoke test of service-a, service-b in prod failed after promotion of service-a 1.1, service-b 2.1; "
+            f"rolled prod back to service-a 1.0, service-b 2.0 (commit {head(world.store.url)[:12]})")
+    assert (state, deploy_note) == ("failed", what)
+    assert last_run("promote") == ("failed", f"{what} (deploy-prod run {deploy_run})")
+    assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke-prod"})
 
 
 def form_blocks_trigger(param: dict) -> bool:
@@ -412,56 +431,91 @@ def outcome_of(dag_id: str, task_id: str) -> str | None:
 PROD = {"services": ["service-a"], "from_env": "staging", "to_env": "prod", "reason": "release 1.1"}
 
 
-def test_four_eyes_marked_success_by_hand_deploys_nothing(world, config, as_user):
-    """approve_prod still waits; someone marks four_eyes_prod "success" in the UI, so deploy runs:
-    it finds no answered approval of this run and writes nothing."""
+def trigger_by_hand(dag_id: str, conf: dict, user: str = "carol") -> str:
+    """Trigger `dag_id` through the Core REST API as `user`, as the UI's trigger form does."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="admin"))
+    resp = TestClient(create_app("core")).post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf},
+                                               headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["dag_run_id"]
+
+
+def forged(config, world, **overrides) -> dict:
+    """A change set as someone would type it: staging's digest of service-a, to prod."""
+    entry = world.state("staging")["service-a"]
+    change = {"kind": "promotion", "env": "prod", "from_env": "staging", "requester": "carol", "reason": "hotfix",
+              "items": [{"service": "service-a", "version": entry.version, "image": entry.image}],
+              "caller": {"dag_id": "promote", "run_id": "manual__2026-12-01T00:00:00+00:00"}}
+    return {**change, **overrides}
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no caller", "change.caller: promote has no run 'manual__2026-12-01T00:00:00+00:00'"),
+    ("finished caller", "is failed, not running"),
+    ("wrong digest", "change.items: service-a 1.1 runs as"),
+    ("unknown field", "change.force: Extra inputs are not permitted"),
+    ("pipeline to prod", "change.kind: a pipeline deploys one service to dev only"),
+])
+def test_deploy_prod_triggered_by_hand_writes_nothing(world, config, sandbox, as_user, case, message):
+    """Whoever can trigger deploy-prod still cannot deploy with it: a hand-written change set is
+    refused before anything is written, and the run says why."""
+    from tests.dags.conftest import execute_deploy_run, sync_deploy_dags
+
+    prod_ready(world, config)
+    change = forged(config, world)
+    if case == "finished caller":  # a real promotion to prod, rejected: its run id is real, its approval is not
+        promote(PROD, answer=("bob", "Reject"))
+        change = forged(config, world, caller={"dag_id": "promote", "run_id": dagrun_id("promote")}, requester="alice")
+    elif case == "wrong digest":
+        change["items"] = [{**change["items"][0], "image": f"{config.services['service-a'].image}@{digest('f')}"}]
+    elif case == "unknown field":
+        change["force"] = True
+    elif case == "pipeline to prod":
+        change = {**change, "kind": "pipeline", "caller": {"dag_id": "service-a-pipeline", "run_id": "x"}}
+        change.pop("from_env")
+    head_before = world.store.read("registry/versions.yaml")
+    sync_deploy_dags()
+    run_id = trigger_by_hand("deploy-prod", {"change": change})
+    execute_deploy_run("deploy-prod", run_id)
+    state, note, tasks = deploy_result("deploy-prod", run_id)
+    assert tasks["apply"] == "failed" and tasks["converge"] in ("upstream_failed", "skipped"), tasks
+    assert state == "failed" and note.startswith("refused: nothing was written to the environment: "), note
+    assert message in note, note
+    assert world.store.read("registry/versions.yaml") == head_before and "service-a" not in world.state("prod")
+    assert not [p for p in sandbox.received("pods") if p["metadata"]["labels"]["release-platform/step"] == "smoke-prod"]
+
+
+def test_approval_marked_success_by_hand_without_an_answer_deploys_nothing(world, config, as_user, deploy_runs):
+    """approve_prod marked "success" by hand while nobody answered: the change is handed over, but
+    Airflow holds no answer for this run, so deploy-prod refuses it and both runs say so."""
     prod_ready(world, config)
     head = world.store.read("registry/versions.yaml")
-    result = {}
 
-    def skip_the_gate():
+    def skip_it():
         run_id = wait_for_state("promote", "approve_prod", ("awaiting_input",))
-        mark_success_by_hand("promote", run_id, "four_eyes_prod")
-        wait_for_state("promote", "deploy", ("failed", "success"))
-        result["bob"] = answer_approval("promote", "approve_prod", "bob", "Reject")  # lets the run end
+        mark_success_by_hand("promote", run_id, "approve_prod")
 
-    thread = threading.Thread(target=skip_the_gate)
+    thread = threading.Thread(target=skip_it)
     thread.start()
     states, _ = promote(PROD)
     thread.join()
-    assert states["four_eyes_prod"] == "success" and states["deploy"] == "failed", (states, result)
-    assert states["smoke"] in ("upstream_failed", "skipped") and states["report"] == "failed"
+    assert (states["approve_prod"], states["hand_over"]) == ("success", "failed"), states
     assert world.store.read("registry/versions.yaml") == head and "service-a" not in world.state("prod")
-    assert outcome_of("promote", "deploy") == (
-        "refused: nothing was written to prod: approval: approve_prod of this run is awaiting_input, not approved; "
-        "a promotion to prod needs an approval answered in Airflow")
-
-
-def test_approval_marked_success_by_hand_without_an_answer_deploys_nothing(world, config, as_user):
-    """approve_prod and four_eyes_prod marked "success" by hand while nobody answered: Airflow holds
-    no answer for this run, so deploy refuses and the run says so."""
-    prod_ready(world, config)
-    head = world.store.read("registry/versions.yaml")
-
-    def skip_both():
-        run_id = wait_for_state("promote", "approve_prod", ("awaiting_input",))
-        mark_success_by_hand("promote", run_id, "approve_prod", "four_eyes_prod")
-
-    thread = threading.Thread(target=skip_both)
-    thread.start()
-    states, _ = promote(PROD)
-    thread.join()
-    assert (states["approve_prod"], states["four_eyes_prod"], states["deploy"]) == ("success", "success", "failed"), states
-    assert world.store.read("registry/versions.yaml") == head and "service-a" not in world.state("prod")
-    assert last_run("promote") == ("failed", "refused: nothing was written to prod: approval: approve_prod of this run "
-                                             "recorded no answer (was it marked success by hand?); a promotion to prod "
-                                             "needs an approval answered in Airflow")
+    [(deploy_dag, deploy_run)] = deploy_runs
+    refused = ("refused: nothing was written to the environment: approval: approve_prod of this run recorded no "
+               "answer (was it marked success by hand?); a promotion to prod needs an approval answered in Airflow")
+    assert deploy_result(deploy_dag, deploy_run)[:2] == ("failed", refused)
+    assert last_run("promote") == ("failed", f"{refused} (deploy-prod run {deploy_run})")
 
 
 def test_an_approved_promotion_records_the_approver_from_airflows_record(world, config, as_user):
     prod_ready(world, config)
     states, response = promote(PROD, answer=("bob", "Approve"))
-    assert response["status"] == 200 and states["deploy"] == "success" and states["report"] == "success", states
+    assert response["status"] == 200 and states["hand_over"] == "success", states
     prod = world.state("prod")["service-a"]
     assert (prod.version, prod.deployed_by, prod.evidence["approved_by"]) == ("1.1", "alice", "bob")
 

@@ -11,6 +11,7 @@ from release.gitops import ensure_local_repo
 from release.registry import Registry
 from tests.dags.test_promote import (as_user, hitl_open, last_run, mark_success_by_hand, outcome_of,  # noqa: F401 - shared fixtures
                                     override_config, release, wait_for_state)
+from tests.dags.conftest import deploy_result
 from tests.helpers import answer_approval
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -35,9 +36,11 @@ def rollback(params: dict) -> dict:
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-def test_rollback_to_the_previous_version(staging, as_user, sandbox):  # noqa: F811
+def test_rollback_to_the_previous_version(staging, as_user, sandbox, deploy_runs):  # noqa: F811
     states = rollback({})
-    assert states["record_smoke"] == "success", states
+    assert states["hand_over"] == "success", states
+    [(deploy_dag, deploy_run)] = deploy_runs
+    assert deploy_dag == "deploy-staging" and deploy_result(deploy_dag, deploy_run)[2]["smoke[0]"] == "success"
     current = staging.state("staging")["service-a"]
     assert current.version == "1.1" and current.evidence["smoke"]["passed"] is True
     last = staging.history(env="staging", service="service-a")
@@ -46,7 +49,8 @@ def test_rollback_to_the_previous_version(staging, as_user, sandbox):  # noqa: F
     app = sandbox.get("applications", "argocd", "umbrella-staging")
     assert app["status"]["sync"]["status"] == "Synced"
     assert last_run("rollback") == ("success", "rolled service-a in staging back from 1.2 to 1.1, "
-                                               f"commit {app['status']['sync']['revision'][:12]}; smoke test passed")
+                                               f"commit {app['status']['sync']['revision'][:12]}; smoke test passed "
+                                               f"(deploy-staging run {deploy_run})")
 
 
 def test_rollback_to_an_explicit_older_version(staging, as_user):  # noqa: F811
@@ -75,11 +79,13 @@ def test_refused(staging, as_user, capfd, params, message):  # noqa: F811
     assert staging.store.read("registry/versions.yaml") == before
 
 
-def test_rollback_waits_with_the_environments_own_sync_timeout(staging, config):
-    from release.rollback import plan_rollback
+def test_deploy_waits_with_the_environments_own_sync_timeout(config):
+    from airflow.dag_processing.dagbag import DagBag
 
-    plan = plan_rollback({"service": "service-a", "env": "staging", "reason": "r"}, config, staging.snapshot(), "alice")
-    assert plan["sync_timeout_seconds"] == config.environments["staging"].argocd.sync_timeout_minutes * 60
+    bag = DagBag(dag_folder=str(DAGS / "deploy.py"))
+    for env in config.env_order:
+        converge = bag.dags[f"deploy-{env}"].get_task("converge")
+        assert converge.timeout_seconds == config.environments[env].argocd.sync_timeout_minutes * 60
 
 
 def test_rollback_approval_refuses_the_requester_and_waits_for_another(staging, as_user, monkeypatch, tmp_path):  # noqa: F811
@@ -99,39 +105,35 @@ def test_rollback_approval_refuses_the_requester_and_waits_for_another(staging, 
     states = rollback({})
     thread.join()
     assert result["alice"]["status"] == 403 and result["open"] is True and result["bob"]["status"] == 200, result
-    assert states["four_eyes_staging"] == "success" and states["record_smoke"] == "success", states
+    assert states["hand_over"] == "success", states
     current = staging.state("staging")["service-a"]
     assert (current.version, current.deployed_by, current.approved_by) == ("1.1", "alice", "bob")
     assert staging.history(env="staging")[-1].approved_by == "bob"
     state, note = last_run("rollback")
-    assert state == "success" and note.endswith("smoke test passed; approved by bob"), note
+    assert state == "success" and "smoke test passed; approved by bob (deploy-staging run" in note, note
 
 
-@pytest.mark.parametrize("marked,expected", [
-    (("four_eyes_staging",), "approve_staging of this run is awaiting_input, not approved"),
-    (("approve_staging", "four_eyes_staging"), "approve_staging of this run recorded no answer (was it marked success by hand?)"),
-])
-def test_rollback_gate_marked_success_by_hand_rolls_nothing_back(staging, as_user, monkeypatch, tmp_path,  # noqa: F811
-                                                                 marked, expected):
-    """Where rollbacks need approval, marking the approval or the four-eyes check "success" in the
-    UI lets apply run, and apply finds no answered approval of this run: no commit."""
+def test_rollback_approval_marked_success_by_hand_rolls_nothing_back(staging, as_user, monkeypatch, tmp_path,  # noqa: F811
+                                                                     deploy_runs):
+    """Where rollbacks need approval, marking the approval "success" in the UI hands the change
+    over, and deploy-staging finds no answered approval of this run: no commit."""
     override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["staging"].update(
         approval={"required": False, "required_for_rollback": True, "approvers": ["alice", "bob"]}))
     before = staging.store.read("registry/versions.yaml")
 
     def skip_the_gate():
         run_id = wait_for_state("rollback", "approve_staging", ("awaiting_input",))
-        mark_success_by_hand("rollback", run_id, *marked)
-        if "approve_staging" not in marked:
-            wait_for_state("rollback", "apply", ("failed", "success"))
-            answer_approval("rollback", "approve_staging", "bob", "Reject")  # lets the run end
+        mark_success_by_hand("rollback", run_id, "approve_staging")
 
     thread = threading.Thread(target=skip_the_gate)
     thread.start()
     states = rollback({})
     thread.join()
-    assert states["apply"] == "failed" and states["smoke"] in ("upstream_failed", "skipped"), states
+    assert states["hand_over"] == "failed", states
     assert staging.store.read("registry/versions.yaml") == before
     assert staging.state("staging")["service-a"].version == "1.2"
-    assert outcome_of("rollback", "apply") == (f"refused: nothing was written to staging: approval: {expected}; "
-                                               "a rollback to staging needs an approval answered in Airflow")
+    [(deploy_dag, deploy_run)] = deploy_runs
+    state, note, tasks = deploy_result(deploy_dag, deploy_run)
+    assert tasks["apply"] == "failed" and tasks["converge"] == "upstream_failed", tasks
+    assert note == ("refused: nothing was written to the environment: approval: approve_staging of this run recorded no "
+                    "answer (was it marked success by hand?); a rollback to staging needs an approval answered in Airflow")

@@ -243,7 +243,7 @@ def test_config_notifications_errors_name_the_key(section, expected):
 
 @pytest.mark.parametrize("dag_id, task_id, kind, title", [
     ("promote", "gate_scan", notify.PROMOTION_BLOCKED, "Promotion blocked at gate_scan"),
-    ("promote", "four_eyes_prod", notify.PROMOTION_BLOCKED, "Promotion blocked at four_eyes_prod"),
+    ("promote", "approve_prod", notify.PROMOTION_BLOCKED, "Promotion blocked at approve_prod"),
     ("promote", "validate", notify.PROMOTION_BLOCKED, "Promotion blocked at validate"),
     ("promote", "smoke_staging", notify.TASK_FAILED, "Task promote.smoke_staging failed"),
     ("velero-backups", "backup.wait", notify.BACKUP_FAILED, "Velero backup failed (backup.wait)"),

@@ -31,8 +31,11 @@ def scenario(report: str = "alpine-310.json", smoke_exit: int = 0, argo: dict | 
              "artifacts": [{"source": str(FIXTURES / "alpine-310.sarif"), "dest": ARTIFACT + "trivy.sarif"}]},
             {"match": {"labels": {"release-platform/step": "sbom"}},
              "artifacts": [{"source": str(FIXTURES / "npm.json"), "dest": ARTIFACT + "sbom.spdx.json"}]},
-            {"match": {"labels": {"release-platform/step": "smoke-dev"}}, "exit_code": smoke_exit,
-             "logs": ["curl: (22) The requested URL returned error: 503"] if smoke_exit else ["http://service-a/healthz 200"]},
+            # A passing smoke test is the real checker against the sandbox's services (they answer 200).
+            *([{"match": {"labels": {"release-platform/step": "smoke-dev"}}, "exit_code": smoke_exit,
+                "logs": ["smoke test failed (expected status 200): "
+                         "http://service-a.apps-dev.svc.cluster.local:8080/healthz answered 503 after 6 attempt(s)"]}]
+              if smoke_exit else []),
         ],
         "default_pod": {"duration_seconds": 0.1},
         "applications": [argo] if argo else [],
@@ -78,6 +81,13 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config):
     assert app["status"]["sync"]["revision"] == app["status"]["operationState"]["syncResult"]["revision"]
     assert len(app["status"]["sync"]["revision"]) == 40 and gitops_head.version == "1.1.0"
     assert states["rollback_dev"] == "skipped"
+    # The smoke test ran the checker with service-a's settings against its endpoints in dev.
+    from tests.dags.test_image_rescan import xcom
+
+    smoke = xcom(dagrun, "smoke_dev")
+    assert smoke["passed"] is True and smoke["expect_status"] == config.services["service-a"].smoke.expect_status
+    assert [(c["url"], c["status"]) for c in smoke["checks"]] == [
+        (f"http://service-a.apps-dev.svc.cluster.local:8080{path}", 200) for path in ("/healthz", "/ready")]
     assert last_run("service-a-pipeline") == (
         "success", f"deployed service-a 1.1.0 to dev, commit {COMMIT[:12]} (GitOps commit {app['status']['sync']['revision'][:12]})")
 

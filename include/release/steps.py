@@ -117,16 +117,18 @@ def attest_sbom(config: PlatformConfig, service: str) -> PodStep:
 
 
 def smoke(config: PlatformConfig, service: str, env: str, namespace: str | None = None) -> PodStep:
-    """Curl the service's smoke endpoints in `env`, or in `namespace` (a restored copy of it)."""
+    """The service's smoke test in `env`, or in `namespace` (a restored copy of it): `python -m
+    release.smoke` in the platform image, with the service's own endpoints, port, expected
+    status, retries and interval."""
     s = config.services[service]
-    host = f"http://{service}.{namespace or config.environments[env].namespace}.svc.cluster.local"
-    targets = [arg for path in s.smoke.endpoints for arg in ("--output", "/dev/null", f"{host}:{s.smoke.port}{path}")]
+    host = f"http://{service}.{namespace or config.environments[env].namespace}.svc.cluster.local:{s.smoke.port}"
     return PodStep(
-        f"smoke-{env}", config.pipelines.tools.curl,
-        args=["--fail", "--fail-early", "--silent", "--show-error", "--max-time", "10",
-              "--retry", str(s.smoke.retries), "--retry-delay", str(s.smoke.interval_seconds), "--retry-all-errors",
-              "--write-out", "%{url} %{http_code}\\n", *targets],
-        resources=Resources(cpu="50m", memory="32Mi", cpu_limit="200m", memory_limit="64Mi"),
+        f"smoke-{env}", config.pipelines.tools.verify,
+        cmds=["python", "-m", "release.smoke"],
+        args=["--expect-status", str(s.smoke.expect_status), "--retries", str(s.smoke.retries),
+              "--interval", str(s.smoke.interval_seconds), "--timeout", "10",
+              *[f"{host}{path}" for path in s.smoke.endpoints]],
+        resources=Resources(cpu="50m", memory="64Mi", cpu_limit="200m", memory_limit="128Mi"),
     )
 
 

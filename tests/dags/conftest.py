@@ -133,3 +133,15 @@ def deploy_result(dag_id: str, run_id: str) -> tuple[str, str | None, dict[str, 
         tasks = {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
                  for ti in run.get_task_instances(session=session)}
         return str(run.state), run.note, tasks
+
+
+def deploy_xcom(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
+    """What a task of a deploy run returned (one mapped task instance with `map_index`)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == run_id,
+                                              XComModel.task_id == task_id, XComModel.map_index == map_index,
+                                              XComModel.key == "return_value").one_or_none()
+        return None if row is None else XComModel.deserialize_value(row)

@@ -10,7 +10,7 @@ import yaml
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry
-from tests.dags.conftest import deploy_result
+from tests.dags.conftest import deploy_result, deploy_xcom
 from tests.dags.test_promote import last_run
 from tests.helpers import assert_pods_meet_restricted, digest, request_for
 
@@ -32,8 +32,11 @@ def scenario(report: str = "alpine-310.json", smoke_exit: int = 0, argo: dict | 
              "artifacts": [{"source": str(FIXTURES / "alpine-310.sarif"), "dest": ARTIFACT + "trivy.sarif"}]},
             {"match": {"labels": {"release-platform/step": "sbom"}},
              "artifacts": [{"source": str(FIXTURES / "npm.json"), "dest": ARTIFACT + "sbom.spdx.json"}]},
-            {"match": {"labels": {"release-platform/step": "smoke-dev"}}, "exit_code": smoke_exit,
-             "logs": ["curl: (22) The requested URL returned error: 503"] if smoke_exit else ["http://service-a/healthz 200"]},
+            # A passing smoke test is the real checker against the sandbox's services (they answer 200).
+            *([{"match": {"labels": {"release-platform/step": "smoke-dev"}}, "exit_code": smoke_exit,
+                "logs": ["smoke test failed (expected status 200): "
+                         "http://service-a.apps-dev.svc.cluster.local:8080/healthz answered 503 after 6 attempt(s)"]}]
+              if smoke_exit else []),
         ],
         "default_pod": {"duration_seconds": 0.1},
         "applications": [argo] if argo else [],
@@ -88,6 +91,11 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, de
     assert tasks["smoke[0]"] == "success" and tasks["undo"] == "skipped" and tasks["report"] == "success", tasks
     assert last_run("service-a-pipeline") == ("success", f"{line} (deploy-dev run {deploy_run})")
     assert gitops_head.run_id == dagrun.run_id and gitops_head.evidence["deploy_run"] == f"deploy-dev/{deploy_run}"
+    # The smoke test ran the checker with service-a's settings against its endpoints in dev.
+    smoke = deploy_xcom(deploy_dag, deploy_run, "smoke", map_index=0)
+    assert smoke["passed"] is True and smoke["expect_status"] == config.services["service-a"].smoke.expect_status
+    assert [(c["url"], c["status"]) for c in smoke["checks"]] == [
+        (f"http://service-a.apps-dev.svc.cluster.local:8080{path}", 200) for path in ("/healthz", "/ready")]
 
 
 def test_pods_the_cluster_received_are_hardened(world, sandbox):

@@ -137,8 +137,8 @@ def test_a_restore_drill_restores_smoke_tests_records_and_cleans_up(nightly, cap
 def test_the_drill_smoke_pods_call_the_restored_copy(nightly):
     assert load("velero-backups", "velero_backups.py").test().state == "success"
     nightly.scenario = {"default_pod": {"duration_seconds": 0.1}, "restores": [{"delay_seconds": 0.3}],
-                        "pods": [{"match": {"labels": {"release-platform/service": "service-b"}}, "exit_code": 22,
-                                  "logs": ["curl: (22) The requested URL returned error: 503"]}]}
+                        "pods": [{"match": {"labels": {"release-platform/service": "service-b"}}, "exit_code": 1,
+                                  "logs": ["smoke test failed (expected status 200): ... answered 503 after 6 attempt(s)"]}]}
     run = load("velero-restore-drill", "velero_restore_drill.py").test()
     assert run.state == "failed"
     scratch = scratch_namespace("apps-prod")

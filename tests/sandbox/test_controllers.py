@@ -201,3 +201,97 @@ def test_a_download_request_for_an_unknown_kind_is_refused(api, sandbox):
     with pytest.raises(client.ApiException) as err:
         crd.create_namespaced_custom_object("velero.io", "v1", "velero", "downloadrequests", request)
     assert err.value.status == 422 and "spec.target.kind" in err.value.body and "BackupResults" in err.value.body
+
+
+# -- smoke-test pods run the real checker against the scenario's simulated services -----------
+
+def smoke_pod(config, service: str, env: str, expect_status: int) -> tuple[dict, list[str]]:
+    """The pod of steps.smoke for `service` (expecting `expect_status`), as the client would send it."""
+    from release import steps
+
+    data = config.model_dump()
+    data["services"][service]["smoke"]["expect_status"] = expect_status
+    config = type(config).model_validate(data)
+    step = steps.smoke(config, service, env)
+    name = f"{service}-smoke-{expect_status}"
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"release-platform/step": step.step, "release-platform/service": service}},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "base", "image": step.image, "command": step.cmds, "args": step.args}]}}, step.args
+
+
+def pod_log(core, name: str, ns: str = "apps-staging") -> str:
+    return core.read_namespaced_pod_log(name, ns, _preload_content=False).data.decode()
+
+
+def finished_pod(core, name: str, ns: str = "apps-staging", timeout: float = 10):
+    for event in watch.Watch().stream(core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}",
+                                      timeout_seconds=timeout):
+        if event["object"].status.phase in ("Succeeded", "Failed"):
+            return event["object"]
+    raise AssertionError(f"pod {name} never finished")
+
+
+HEALTHZ_204 = {"http": [{"match": {"host": "service-b.apps-staging.svc.cluster.local", "path": "/healthz"}, "status": 204}]}
+
+
+def test_a_smoke_pod_runs_the_checker_and_passes_on_the_status_it_expects(api, sandbox, config):
+    sandbox.scenario = {**HEALTHZ_204, "default_pod": {"duration_seconds": 0.1}}
+    sandbox.ensure_namespace("apps-staging")
+    core = client.CoreV1Api(api)
+    body, args = smoke_pod(config, "service-b", "staging", 204)
+    core.create_namespaced_pod("apps-staging", body)
+    pod = finished_pod(core, body["metadata"]["name"])
+    state = pod.status.container_statuses[0].state.terminated
+    url = "http://service-b.apps-staging.svc.cluster.local:8080/healthz"
+    assert (pod.status.phase, state.exit_code) == ("Succeeded", 0)
+    assert json.loads(state.message) == {"passed": True, "expect_status": 204, "checks": [
+        {"url": url, "status": 204, "error": None, "attempts": 1, "passed": True}]}
+    assert pod_log(core, body["metadata"]["name"]) == f"{url} 204 (attempt 1/6)\n"
+
+
+def test_a_smoke_pod_expecting_200_fails_on_the_204_naming_the_url(api, sandbox, config):
+    sandbox.scenario = {**HEALTHZ_204, "default_pod": {"duration_seconds": 0.1}}
+    sandbox.ensure_namespace("apps-staging")
+    core = client.CoreV1Api(api)
+    body, _ = smoke_pod(config, "service-b", "staging", 200)
+    started = time.monotonic()
+    core.create_namespaced_pod("apps-staging", body)
+    pod = finished_pod(core, body["metadata"]["name"])
+    # 1 + 5 retries 5 s apart would take 25 s for real; the sandbox does not wait them out.
+    assert time.monotonic() - started < 5
+    state = pod.status.container_statuses[0].state.terminated
+    url = "http://service-b.apps-staging.svc.cluster.local:8080/healthz"
+    assert (pod.status.phase, state.exit_code, state.reason) == ("Failed", 1, "Error")
+    summary = json.loads(state.message)
+    assert summary["passed"] is False and summary["checks"][0]["url"] == url
+    assert summary["checks"][0]["status"] == 204 and summary["checks"][0]["attempts"] == 6
+    log = pod_log(core, body["metadata"]["name"]).splitlines()
+    assert log[-1] == f"smoke test failed (expected status 200): {url} answered 204 after 6 attempt(s)"
+
+
+def test_a_smoke_pod_passes_once_a_failing_service_recovers_within_its_retries(api, sandbox, config):
+    sandbox.scenario = {"http": [{"match": {"host": "service-a.*", "path": "/ready"}, "fail_times": 2}],
+                        "default_pod": {"duration_seconds": 0.1}}
+    sandbox.ensure_namespace("apps-staging")
+    core = client.CoreV1Api(api)
+    body, _ = smoke_pod(config, "service-a", "staging", 200)
+    core.create_namespaced_pod("apps-staging", body)
+    pod = finished_pod(core, body["metadata"]["name"])
+    assert pod.status.phase == "Succeeded"
+    log = pod_log(core, body["metadata"]["name"]).splitlines()
+    host = "http://service-a.apps-staging.svc.cluster.local:8080"
+    assert log == [f"{host}/healthz 200 (attempt 1/6)", f"{host}/ready 503 (attempt 1/6)",
+                   f"{host}/ready 503 (attempt 2/6)", f"{host}/ready 200 (attempt 3/6)"]
+
+
+def test_a_pod_rule_naming_a_smoke_pod_still_decides_its_fate(api, sandbox, config):
+    sandbox.scenario = {**HEALTHZ_204, "pods": [{"match": {"labels": {"release-platform/step": "smoke-staging"}},
+                                                 "exit_code": 1, "logs": ["forced failure"], "duration_seconds": 0.1}]}
+    sandbox.ensure_namespace("apps-staging")
+    core = client.CoreV1Api(api)
+    body, _ = smoke_pod(config, "service-b", "staging", 204)  # the checker would pass
+    core.create_namespaced_pod("apps-staging", body)
+    pod = finished_pod(core, body["metadata"]["name"])
+    assert (pod.status.phase, pod.status.container_statuses[0].state.terminated.exit_code) == ("Failed", 1)
+    assert pod_log(core, body["metadata"]["name"]) == "forced failure\n"

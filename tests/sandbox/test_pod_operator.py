@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.helpers import run_dag_test
+from tests.helpers import assert_pods_meet_restricted, run_dag_test
 
 
 def pod_dag(dag_id: str, *, deferrable: bool, tasks: dict[str, dict] | None = None, chain: bool = True):
@@ -93,3 +93,34 @@ def test_operator_retries_ride_through_a_burst_of_500s(airflow_db, sandbox):
     dagrun = run_dag_test(pod_dag("sandbox-faults", deferrable=False, tasks={"only": {}}))
     assert states(dagrun) == {"only": "success"}
     assert [r.status for r in sandbox.seen("POST", "/pods")] == [500, 500, 201]
+
+
+def test_the_smoke_step_pod_checks_the_status_its_service_promises(airflow_db, sandbox, config, capfd):
+    """steps.smoke through the pod factory and the operator: the sandbox runs the real checker,
+    service-b's /healthz answers 204, so expecting 204 passes (its summary is the task's result)
+    and expecting the default 200 fails the task naming the URL."""
+    from airflow.sdk import DAG
+
+    from release import steps
+    from release.pods import pod_operator
+    from tests.dags.test_image_rescan import xcom
+
+    sandbox.scenario = {"default_pod": {"duration_seconds": 0.1},
+                        "http": [{"match": {"host": "service-b.apps-staging.*", "path": "/healthz"}, "status": 204}]}
+    data = config.model_dump()
+    data["services"]["service-b"]["smoke"] |= {"expect_status": 204, "retries": 1, "interval_seconds": 30}
+    expects_204 = type(config).model_validate(data)
+    with DAG("sandbox-smoke", start_date=datetime(2026, 1, 1), schedule=None, catchup=False) as dag:
+        for task_id, cfg in (("smoke_204", expects_204), ("smoke_200", config)):
+            pod_operator(task_id, steps.smoke(cfg, "service-b", "staging"), namespace="apps-staging",
+                         kubernetes_conn_id="k8s_staging", service="service-b", commit="c" * 40, retries=0,
+                         deferrable=False, poll_interval=0.2, startup_check_interval_seconds=0.2)
+    dagrun = run_dag_test(dag)
+    assert states(dagrun) == {"smoke_204": "success", "smoke_200": "failed"}
+    url = "http://service-b.apps-staging.svc.cluster.local:8080/healthz"
+    assert xcom(dagrun, "smoke_204") == {"passed": True, "expect_status": 204, "checks": [
+        {"url": url, "status": 204, "error": None, "attempts": 1, "passed": True}]}
+    out = capfd.readouterr().out
+    assert f"{url} 204 (attempt 1/2)" in out and f"{url} 204 (attempt 6/6)" in out
+    assert f"smoke test failed (expected status 200): {url} answered 204 after 6 attempt(s)" in out
+    assert_pods_meet_restricted(sandbox, {"smoke-staging"})

@@ -5,7 +5,8 @@ scenario's rules: the kubelet walks a pod Pending -> Running -> Succeeded/Failed
 writes its logs; Argo CD syncs an Application when asked; Velero runs Backups and
 Restores to a terminal phase and leaves its results file in the backup storage, laid
 out as Velero lays it out in the bucket; like Velero, it fails the validation of a Restore
-whose backup it does not hold.
+whose backup it does not hold. A smoke-test pod that no pod rule names runs the real checker
+(release.smoke.check) against the scenario's simulated services.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import gzip
 import json
 import logging
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from release.sandbox.scenario import PodBehaviour
+from release.sandbox.scenario import PodBehaviour, Scenario
 from release.sandbox.store import NotFound, merge_patch, now
 
 if TYPE_CHECKING:
@@ -30,6 +32,43 @@ log = logging.getLogger(__name__)
 
 def _ts() -> datetime:
     return datetime.now(timezone.utc)
+
+
+SMOKE_COMMAND = ["python", "-m", "release.smoke"]
+# The sandbox does not wait out a smoke test's intervals: each second of them takes a millisecond.
+SMOKE_TIME_SCALE = 0.001
+
+
+def run_smoke(scenario: Scenario, args: list[str]) -> PodBehaviour:
+    """What the pod `python -m release.smoke ARGS` does against the scenario's `http` rules:
+    the real checker's attempt lines, exit code and JSON summary."""
+    from urllib.parse import urlsplit
+
+    from release import smoke
+
+    def refuse(message: str):
+        raise ValueError(message)
+
+    parser = smoke.parser()
+    parser.error = refuse  # a bad argument ends the pod as the CLI would (exit 2), not the server
+    try:
+        options = parser.parse_args(args)
+    except ValueError as e:
+        return PodBehaviour(exit_code=2, logs=[f"{parser.prog}: error: {e}"], duration_seconds=0.05)
+
+    def fetch(url: str, timeout: float) -> int:
+        parts = urlsplit(url)
+        return scenario.http_status(parts.hostname or "", parts.path or "/")
+
+    lines: list[str] = []
+    result = smoke.check(options.urls, options.expect_status, options.retries, options.interval, options.timeout,
+                         fetch=fetch, sleep=lambda seconds: time.sleep(seconds * SMOKE_TIME_SCALE), log=lines.append)
+    if not result.passed:
+        lines.append(result.failure())
+    return PodBehaviour(exit_code=0 if result.passed else 1, logs=lines,
+                        termination_message=smoke.termination_message(result),
+                        duration_seconds=scenario.default_pod.duration_seconds,
+                        schedule_seconds=scenario.default_pod.schedule_seconds)
 
 
 class Kubelet:
@@ -58,8 +97,20 @@ class Kubelet:
         except Exception:  # noqa: BLE001 - a crashed simulation must not kill the server
             log.exception("sandbox kubelet failed on pod %s", pod["metadata"]["name"])
 
+    async def behaviour(self, pod: dict) -> PodBehaviour:
+        """A pod rule that names the pod decides; else a smoke-test pod runs the real checker;
+        else the scenario's default."""
+        scenario = self.cluster.scenario
+        rule = scenario.pod_rule(pod)
+        if rule is not None:
+            return rule
+        container = pod["spec"]["containers"][0]
+        if container.get("command") == SMOKE_COMMAND:
+            return await asyncio.to_thread(run_smoke, scenario, list(container.get("args") or []))
+        return scenario.default_pod
+
     async def _run(self, pod: dict) -> None:
-        b: PodBehaviour = self.cluster.scenario.pod_behaviour(pod)
+        b: PodBehaviour = await self.behaviour(pod)
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         containers = [c["name"] for c in pod["spec"]["containers"]]
         images = {c["name"]: c.get("image", "") for c in pod["spec"]["containers"]}

@@ -3,7 +3,9 @@
 A scenario is plain data (a YAML file for `python -m release sandbox --scenario`, or a
 dict in a test). Rules are tried in order; the first that matches an object decides its
 fate, and objects no rule matches get the defaults: pods succeed quickly, Applications
-sync and turn healthy, backups and restores complete. `prior_backups` puts Completed backups
+sync and turn healthy, backups and restores complete. Smoke-test pods (`python -m release.smoke`)
+that no pod rule names run the real checker against the `http` rules: each request gets the
+status of the first rule matching its host and path, 200 if none does. `prior_backups` puts Completed backups
 in place before anything runs (release.sandbox.seed), as an environment that has been running
 holds them.
 """
@@ -11,11 +13,12 @@ holds them.
 from __future__ import annotations
 
 import fnmatch
+import threading
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class _Rule(BaseModel):
@@ -140,6 +143,35 @@ class FaultMatch(_Rule):
         return self.watch is None or self.watch == watch
 
 
+_ANSWERING = threading.Lock()
+
+
+class HttpMatch(_Rule):
+    """Both are glob patterns: `host` over the URL's host name, `path` over its path."""
+
+    host: str | None = None
+    path: str | None = None
+
+    def matches(self, host: str, path: str) -> bool:
+        return (self.host is None or fnmatch.fnmatchcase(host, self.host)) and \
+            (self.path is None or fnmatch.fnmatchcase(path, self.path))
+
+
+class HttpRule(_Rule):
+    """What a service in the sandbox answers a smoke test's request: `status`, after answering
+    503 to the first `fail_times` requests (a service still starting, to exercise retries)."""
+
+    match: HttpMatch = Field(default_factory=HttpMatch)
+    status: int = Field(200, ge=100, le=599)
+    fail_times: int = Field(0, ge=0)
+    _answered: int = PrivateAttr(0)
+
+    def answer(self) -> int:
+        with _ANSWERING:  # smoke pods run at once, each in a thread of its own
+            self._answered += 1
+            return 503 if self._answered <= self.fail_times else self.status
+
+
 class Fault(_Rule):
     """The next `count` matching requests fail, slow down, or have their watch dropped."""
 
@@ -158,6 +190,7 @@ class Scenario(_Rule):
     backups: list[VeleroRule] = Field(default_factory=list)
     restores: list[VeleroRule] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
+    http: list[HttpRule] = Field(default_factory=list)
     prior_backups: PriorBackups | None = None  # none: Velero holds no backup until one is made
     base_dir: Path | None = Field(None, description="where relative artifact sources are read from")
 
@@ -168,11 +201,17 @@ class Scenario(_Rule):
         data.setdefault("base_dir", str(path.parent.resolve()))
         return cls.model_validate(data)
 
+    def pod_rule(self, pod: dict) -> PodRule | None:
+        """The first pod rule that names this pod, if any."""
+        return next((rule for rule in self.pods if rule.match.matches(pod)), None)
+
     def pod_behaviour(self, pod: dict) -> PodBehaviour:
-        for rule in self.pods:
-            if rule.match.matches(pod):
-                return rule
-        return self.default_pod
+        return self.pod_rule(pod) or self.default_pod
+
+    def http_status(self, host: str, path: str) -> int:
+        """What the service at `host` answers a GET of `path`."""
+        rule = next((r for r in self.http if r.match.matches(host, path)), None)
+        return rule.answer() if rule else 200
 
     def application_rule(self, app: dict) -> ApplicationRule:
         return next((r for r in self.applications if r.match.matches(app)), ApplicationRule())

@@ -13,7 +13,7 @@ import yaml
 from release.gitops import ensure_local_repo
 from release.registry import DeployRequest, Registry
 from release.scan import ScanPolicy, evaluate_report
-from tests.dags.conftest import deploy_result
+from tests.dags.conftest import deploy_result, deploy_xcom
 from tests.helpers import answer_approval, assert_pods_meet_restricted, digest, head
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -349,6 +349,46 @@ def test_failed_smoke_in_prod_rolls_back_every_promoted_service_in_one_commit(wo
     assert (state, deploy_note) == ("failed", what)
     assert last_run("promote") == ("failed", f"{what} (deploy-prod run {deploy_run})")
     assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke-prod"})
+
+
+@pytest.mark.parametrize("expect_status", [204, None])
+def test_each_service_is_smoke_tested_with_its_own_settings(world, config, sandbox, as_user, monkeypatch, tmp_path,
+                                                           deploy_runs, expect_status):
+    """service-b's /healthz answers 204 only. With `expect_status: 204` (and its own retries and
+    interval) a promotion of both services passes; without it (the default 200) service-b's smoke
+    test fails, naming service-b, and the whole change set is rolled back."""
+    world.record_deployment("dev", [release(config, "service-b", "2.1", "5")], by="alice", run_id="r")
+
+    def settings(raw):
+        raw["services"]["service-a"]["smoke"].update(retries=1, interval_seconds=2)
+        raw["services"]["service-b"]["smoke"].update(retries=3, interval_seconds=7,
+                                                     **({"expect_status": expect_status} if expect_status else {}))
+    override_config(tmp_path, monkeypatch, settings)
+    sandbox.scenario = {"default_pod": {"duration_seconds": 0.1}, "applications": [{"delay_seconds": 0.1}],
+                        "http": [{"match": {"host": "service-b.*"}, "status": 204}]}
+    states, _ = promote({"services": ["service-a", "service-b"], "from_env": "dev", "to_env": "staging", "reason": "r"})
+    [(deploy_dag, deploy_run)] = deploy_runs
+    state, note, tasks = deploy_result(deploy_dag, deploy_run)
+    smoke_a, smoke_b = (deploy_xcom(deploy_dag, deploy_run, "smoke", map_index=i) for i in (0, 1))
+    pods = {p["metadata"]["labels"]["release-platform/service"]: p["spec"]["containers"][0]["args"]
+            for p in sandbox.received("pods") if p["metadata"]["labels"].get("task_id") == "smoke"}
+    args_b = pods["service-b"]
+    assert args_b[args_b.index("--retries") + 1] == "3" and args_b[args_b.index("--interval") + 1] == "7", args_b
+    args_a = pods["service-a"]
+    assert args_a[args_a.index("--retries") + 1] == "1" and args_a[args_a.index("--interval") + 1] == "2", args_a
+    assert [c["url"] for c in smoke_a["checks"]] == [f"http://service-a.apps-staging.svc.cluster.local:8080{p}"
+                                                     for p in ("/healthz", "/ready")]
+    if expect_status:
+        assert states["hand_over"] == "success" and state == "success", (states, tasks)
+        assert smoke_b["passed"] is True and smoke_b["expect_status"] == 204
+        assert [c["status"] for c in smoke_b["checks"]] == [204]
+        assert world.state("staging")["service-b"].version == "2.1"
+    else:
+        assert states["hand_over"] == "failed" and (tasks["smoke[0]"], tasks["smoke[1]"]) == ("success", "failed"), tasks
+        assert world.state("staging")["service-b"].version == "2.0" and world.state("staging")["service-a"].version == "1.0"
+        assert note.startswith("the smoke test of service-b in staging failed after promotion of service-a 1.1, "
+                               "service-b 2.1; rolled staging back to service-a 1.0, service-b 2.0"), note
+        assert last_run("promote") == ("failed", f"{note} (deploy-staging run {deploy_run})")
 
 
 def form_blocks_trigger(param: dict) -> bool:

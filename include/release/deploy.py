@@ -550,7 +550,7 @@ def build_deploy_dag(config: PlatformConfig, env: str):
     def converge(task_id: str, commit_of: str, **kwargs):
         revision = "{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of
         if strategy == "helm":
-            step = steps.helm_deploy(config, env, revision, step=f"{task_id.replace('_', '-')}-{env}")
+            step = steps.helm_deploy(config, env, revision, step=f"{'helm-rollback' if commit_of == 'undo' else 'helm'}-{env}")
             return pod_operator(task_id, step, service=f"deploy-{env}", commit=commit_of,
                                 pool=steps.helm_pool(env), **pods, **kwargs)
         return ApplicationSyncedSensor(

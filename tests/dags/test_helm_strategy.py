@@ -14,7 +14,7 @@ import yaml
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry
-from tests.dags.test_promote import as_user, override_config, promote, release, world  # noqa: F401 - shared fixtures
+from tests.dags.test_promote import as_user, last_run, override_config, promote, release, world  # noqa: F401 - shared fixtures
 from tests.dags.test_rollback import rollback, staging  # noqa: F401 - shared fixtures
 from tests.dags.test_service_pipeline import NEW_DIGEST, run, scenario
 from tests.helpers import assert_pods_meet_restricted, digest
@@ -145,12 +145,22 @@ def helm_dev(tmp_path, monkeypatch, airflow_db, data_dir, config, sandbox):
     return registry
 
 
-def test_pipeline_in_a_helm_dev_deploys_the_exact_commit_with_a_hardened_helm_pod(helm_dev, sandbox, config, tmp_path):
+def deploy_tasks(deploy_runs) -> dict[str, str]:
+    from tests.dags.conftest import deploy_result
+
+    [(dag_id, run_id)] = deploy_runs
+    return deploy_result(dag_id, run_id)[2]
+
+
+def test_pipeline_in_a_helm_dev_deploys_the_exact_commit_with_a_hardened_helm_pod(helm_dev, sandbox, config, tmp_path,
+                                                                                  deploy_runs):
     sandbox.scenario = scenario()
     dagrun, states = run({})
     assert dagrun.state == "success", states
-    assert states["helm_dev"] == "success" and states["smoke_dev"] == "success" and states["rollback_dev"] == "skipped"
-    assert "wait_dev" not in states  # no Argo CD sensor in a helm environment
+    tasks = deploy_tasks(deploy_runs)
+    assert tasks["converge"] == "success" and tasks["smoke[0]"] == "success" and tasks["undo"] == "skipped", tasks
+    converge = pods_by_step(sandbox)["helm-dev"]["metadata"]["labels"]["task_id"]
+    assert converge == "converge"  # the helm pod is deploy-dev's rollout: no Argo CD sensor in a helm environment
     current = helm_dev.state("dev")["service-a"]
     assert (current.version, current.image) == ("1.1.0", f"{config.services['service-a'].image}@{NEW_DIGEST}")
 
@@ -174,13 +184,14 @@ def test_pipeline_in_a_helm_dev_deploys_the_exact_commit_with_a_hardened_helm_po
     assert images(objects) == [f"{config.services['service-a'].image}@{digest('7')}"]
 
 
-def test_failing_helm_pod_in_dev_rolls_dev_back_with_helm_and_fails(helm_dev, sandbox, config, capfd):
+def test_failing_helm_pod_in_dev_rolls_dev_back_with_helm_and_fails(helm_dev, sandbox, config, capfd, deploy_runs):
     sandbox.scenario = failing_helm("helm-dev", "dev", scenario())
     dagrun, states = run({})
-    assert dagrun.state == "failed"
-    assert states["helm_dev"] == "failed" and states["smoke_dev"] == "upstream_failed", states
-    assert states["rollback_dev"] == "success" and states["helm_rollback_dev"] == "success"
-    assert states["rolled_back_dev"] == "failed"  # the run fails, naming what happened
+    assert dagrun.state == "failed" and states["hand_over"] == "failed"
+    tasks = deploy_tasks(deploy_runs)
+    assert tasks["converge"] == "failed" and tasks["smoke_targets"] == "upstream_failed", tasks
+    assert tasks["undo"] == "success" and tasks["converge_undo"] == "success" and tasks["smoke_after_undo[0]"] == "success"
+    assert tasks["report"] == "failed"  # the run fails, naming what happened
     assert helm_dev.state("dev")["service-a"].version == "1.0.0"
     story = [(e.version, e.action, e.outcome) for e in helm_dev.history(service="service-a", env="dev")]
     assert story == [("1.0.0", "deploy", "deployed"), ("1.1.0", "deploy", "failed"), ("1.0.0", "rollback", "deployed")]
@@ -189,31 +200,35 @@ def test_failing_helm_pod_in_dev_rolls_dev_back_with_helm_and_fails(helm_dev, sa
     rollback_sha = newest(helm_dev, "Roll back service-a")
     assert_helm_pod(pods["helm-rollback-dev"], rollback_sha, "apps-dev", "umbrella-dev", "dev")
     assert pods["helm-dev"]["spec"]["initContainers"][1]["args"][-2] == newest(helm_dev, "Deploy service-a")
-    assert "smoke-dev" not in pods and no_sync_requested(sandbox)
+    assert no_sync_requested(sandbox)
     out = capfd.readouterr().out
-    assert "service-a 1.1.0: the helm upgrade in dev failed; rolled dev back to 1.0.0" in out
+    assert "the helm upgrade in dev failed after pipeline of service-a 1.1.0; rollback commit" in out
     assert "UPGRADE FAILED" in out  # helm's own words are in the task log
+    state, note = last_run("service-a-pipeline")
+    assert state == "failed" and note.startswith("the helm upgrade in dev failed after pipeline of service-a 1.1.0; "
+                                                 "rolled dev back to service-a 1.0.0"), note
 
 
-def test_failed_smoke_after_a_helm_deploy_names_the_smoke_test(helm_dev, sandbox, capfd):
+def test_failed_smoke_after_a_helm_deploy_names_the_smoke_test(helm_dev, sandbox, capfd, deploy_runs):
     sandbox.scenario = scenario(smoke_exit=22)
     dagrun, states = run({})
     assert dagrun.state == "failed"
-    assert states["helm_dev"] == "success" and states["smoke_dev"] == "failed" and states["helm_rollback_dev"] == "success"
+    tasks = deploy_tasks(deploy_runs)
+    assert tasks["converge"] == "success" and tasks["smoke[0]"] == "failed" and tasks["converge_undo"] == "success", tasks
     assert helm_dev.state("dev")["service-a"].version == "1.0.0"
-    assert "service-a 1.1.0: the smoke test in dev failed; rolled dev back to 1.0.0" in capfd.readouterr().out
+    assert "the smoke test of service-a in dev failed after pipeline of service-a 1.1.0" in capfd.readouterr().out
 
 
 # -- promote ------------------------------------------------------------------------------------
 
 
 def test_promote_to_a_helm_staging_deploys_the_promotion_commit_with_helm(world, config, sandbox, as_user,  # noqa: F811
-                                                                          tmp_path, monkeypatch):
+                                                                          tmp_path, monkeypatch, deploy_runs):
     use_helm(tmp_path, monkeypatch, "staging", release="apps", timeout_minutes=7)
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "weekly"})
-    assert states["report"] == "success" and states["rollback"] == "skipped", states
-    assert states["rollout"] == "success" and states["helm_staging"] == "success" and states["wait_synced"] == "skipped"
-    assert states["smoke"] == "success" and states["record_smoke"] == "success"
+    assert states["hand_over"] == "success", states
+    tasks = deploy_tasks(deploy_runs)
+    assert tasks["converge"] == "success" and tasks["smoke[0]"] == "success" and tasks["record_smoke"] == "success"
     promoted = world.state("staging")["service-a"]
     assert promoted.version == "1.1" and promoted.evidence["smoke"]["passed"] is True
     pod = pods_by_step(sandbox)["helm-staging"]
@@ -224,14 +239,15 @@ def test_promote_to_a_helm_staging_deploys_the_promotion_commit_with_helm(world,
 
 
 def test_failing_helm_pod_in_a_promotion_rolls_back_with_helm(world, config, sandbox, as_user, capfd,  # noqa: F811
-                                                              tmp_path, monkeypatch):
+                                                              tmp_path, monkeypatch, deploy_runs):
     use_helm(tmp_path, monkeypatch, "staging")
     sandbox.scenario = failing_helm("helm-staging", "staging", {"default_pod": {"duration_seconds": 0.1}})
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "weekly"})
-    assert states["helm_staging"] == "failed" and states["smoke"] == "upstream_failed", states
-    assert states["rollback"] == "success" and states["helm_rollback_staging"] == "success"
-    assert states["wait_rollback"] == "skipped" and states["smoke_after_rollback"] == "success"
-    assert states["report"] == "failed"
+    assert states["hand_over"] == "failed", states
+    tasks = deploy_tasks(deploy_runs)
+    assert tasks["converge"] == "failed" and tasks["smoke_targets"] == "upstream_failed", tasks
+    assert tasks["undo"] == "success" and tasks["converge_undo"] == "success" and tasks["smoke_after_undo[0]"] == "success"
+    assert tasks["report"] == "failed"
     assert world.state("staging")["service-a"].version == "1.0"
     story = [(e.version, e.action, e.outcome) for e in world.history(env="staging", service="service-a")]
     assert story[-2:] == [("1.1", "deploy", "failed"), ("1.0", "rollback", "deployed")]
@@ -239,18 +255,21 @@ def test_failing_helm_pod_in_a_promotion_rolls_back_with_helm(world, config, san
     assert_helm_pod(pods["helm-rollback-staging"], newest(world, "Roll back service-a"), "apps-staging",
                     "umbrella-staging", "staging")
     assert no_sync_requested(sandbox)
-    assert "the helm upgrade of service-a in staging failed; rolled staging back to service-a 1.0" in capfd.readouterr().out
+    state, note = last_run("promote")
+    assert state == "failed" and note.startswith("the helm upgrade in staging failed after promotion of service-a 1.1; "
+                                                 "rolled staging back to service-a 1.0"), note
 
 
 # -- rollback -----------------------------------------------------------------------------------
 
 
 def test_rollback_in_a_helm_environment_deploys_the_rollback_commit_with_helm(
-        staging, as_user, sandbox, tmp_path, monkeypatch):  # noqa: F811
+        staging, as_user, sandbox, tmp_path, monkeypatch, deploy_runs):  # noqa: F811
     use_helm(tmp_path, monkeypatch, "staging")
     states = rollback({})
-    assert states["record_smoke"] == "success", states
-    assert states["helm_staging"] == "success" and states["wait_synced"] == "skipped" and states["smoke"] == "success"
+    assert states["hand_over"] == "success", states
+    tasks = deploy_tasks(deploy_runs)
+    assert tasks["converge"] == "success" and tasks["smoke[0]"] == "success" and tasks["record_smoke"] == "success"
     assert staging.state("staging")["service-a"].version == "1.1"
     assert_helm_pod(pods_by_step(sandbox)["helm-staging"], newest(staging, "Roll back service-a"), "apps-staging",
                     "umbrella-staging", "staging")
@@ -316,11 +335,11 @@ def test_pools_sync_creates_one_slot_per_helm_environment(airflow_db, tmp_path, 
 
     from release.cli import main
     from release.config import load_config
-    from release.pipeline import build_pipeline_dag
+    from release.deploy import build_deploy_dag
 
     use_helm(tmp_path, monkeypatch, "dev")
     assert main(["pools", "sync"]) == 0
     pool = Pool.get_pool("helm-dev")
     assert pool.slots == 1 and pool.include_deferred is True  # a deferred helm pod still holds the release
-    dag = build_pipeline_dag(load_config(), "service-a")
-    assert dag.get_task("helm_dev").pool == dag.get_task("helm_rollback_dev").pool == "helm-dev"
+    dag = build_deploy_dag(load_config(), "dev")
+    assert dag.get_task("converge").pool == dag.get_task("converge_undo").pool == "helm-dev"

@@ -94,14 +94,21 @@ def execute_deploy_run(dag_id: str, run_id: str) -> None:
     run_started_run(sync_deploy_dags().get_dag(dag_id), run_id)
 
 
+class DeployRuns(list):
+    """The (dag_id, run_id) of the deploy runs executed, in order. A test that wants to decide
+    itself when deploy runs start sets `on_handover`: it is then called with (dag_id, run_id)
+    instead, in the waiting caller's place (the run stays queued until the test starts it)."""
+
+    on_handover = None
+
+
 @pytest.fixture(autouse=True)
 def deploy_runs(monkeypatch):
-    """Hand-overs in DAG tests reach a deploy-<env> run that really runs (see the module doc).
-    Yields the list of (dag_id, run_id) of the deploy runs executed, in order."""
+    """Hand-overs in DAG tests reach a deploy-<env> run that really runs (see the module doc)."""
     import airflow.sdk.definitions.dag as dag_module
     from airflow.providers.standard.triggers.external_task import DagStateTrigger
 
-    executed: list[tuple[str, str]] = []
+    executed = DeployRuns()
     run_task, run_trigger = dag_module._run_task, dag_module._run_inline_trigger
 
     def run_task_after_sync(*, ti, task, run_triggerer=False):
@@ -112,14 +119,42 @@ def deploy_runs(monkeypatch):
     def run_trigger_with_deploys(trigger, task_sdk_ti):
         if isinstance(trigger, DagStateTrigger) and trigger.dag_id.startswith("deploy-"):
             for run_id in trigger.run_ids or []:
-                if run_state(trigger.dag_id, run_id) == "queued":
+                if run_state(trigger.dag_id, run_id) != "queued":
+                    continue
+                if executed.on_handover is not None:
+                    executed.on_handover(trigger.dag_id, run_id)
+                else:
                     execute_deploy_run(trigger.dag_id, run_id)
-                    executed.append((trigger.dag_id, run_id))
+                executed.append((trigger.dag_id, run_id))
         return run_trigger(trigger, task_sdk_ti)
 
     monkeypatch.setattr(dag_module, "_run_task", run_task_after_sync)
     monkeypatch.setattr(dag_module, "_run_inline_trigger", run_trigger_with_deploys)
     yield executed
+
+
+@pytest.fixture
+def meanwhile(monkeypatch):
+    """(condition, job) pairs: the next time a dag.test() loop idles (waiting for a person's answer,
+    say) while `condition()` holds, `job()` runs there, once, in the main thread, as if another
+    worker ran it while that run waits."""
+    import sys
+    import time
+
+    from airflow.sdk.definitions.dag import DAG
+
+    pending: list = []
+    loop, sleep = DAG.test.__code__, time.sleep
+
+    def idle(seconds):
+        in_loop = sys._getframe(1).f_code is loop
+        if pending and in_loop and pending[0][0]():
+            pending.pop(0)[1]()
+            return
+        sleep(min(seconds, 0.1) if in_loop else seconds)
+
+    monkeypatch.setattr(time, "sleep", idle)
+    return pending
 
 
 def deploy_result(dag_id: str, run_id: str) -> tuple[str, str | None, dict[str, str]]:

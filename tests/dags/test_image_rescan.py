@@ -154,7 +154,7 @@ def test_a_new_critical_flips_the_evidence_in_one_commit_notifies_and_blocks_pro
     # promote refuses that version at its scan gate, naming the CVE and the nightly re-scan
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "r"})
     assert states["gate_scan"] == "failed", states
-    assert states["deploy"] in ("upstream_failed", "skipped")
+    assert states["hand_over"] in ("upstream_failed", "skipped")
     out = capfd.readouterr().out
     assert f"the nightly re-scan of {dev['service-a'].evidence['rescan']['scanned_at']} found blocking CVEs" in out
     assert f"under staging's policy: {CRITICAL}" in out
@@ -167,7 +167,7 @@ def test_a_new_critical_flips_the_evidence_in_one_commit_notifies_and_blocks_pro
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "r"})
     assert states["gate_scan"] == "success", states
     assert f"allowed {CRITICAL}" in capfd.readouterr().out
-    assert states["report"] == "success" and world.state("staging")["service-a"].version == "1.1"
+    assert states["hand_over"] == "success" and world.state("staging")["service-a"].version == "1.1"
 
 
 def test_scan_pods_are_mapped_hardened_and_pooled(world, sandbox, config):

@@ -145,7 +145,7 @@ def test_a_pipeline_and_a_promotion_leave_no_secret_anywhere(secret_world, sandb
     assert dagrun.state == "success", states
     sandbox.scenario = {"default_pod": {"duration_seconds": 0.1}, "applications": [{"delay_seconds": 0.1}]}
     promoted, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "weekly"})
-    assert promoted["report"] == "success", promoted
+    assert promoted["hand_over"] == "success", promoted
 
     # The secrets were really used: git went through the authenticated server, the cluster's
     # requests carried the token (it refuses others), the sign pod mounts the cosign key Secret.

@@ -1,23 +1,12 @@
-"""promote: at most one promotion at a time; later ones queue, none dropped, none interleaved.
+"""Changes to one environment queue in its deploy-<env>; an approval parks nothing else.
 
-The guarantee comes from the DAG's `max_active_runs=1`, which only the scheduler enforces
-(`dag.test()` creates its run already RUNNING and never asks), so this test puts the real
-scheduling decision in the loop instead of calling `dag.test()` twice:
-
-1. both promotions are triggered through the real Core REST API (as the UI does, as `alice`),
-   which creates them QUEUED, one after the other;
-2. a thread plays the scheduler: every 0.2 s it calls `SchedulerJobRunner._start_queued_dagruns`,
-   the scheduler loop's own queued -> running step (FIFO by `run_after`, capped by the DAG's
-   `max_active_runs`), and records both runs' states after each pass;
-3. once the scheduler has started a run, the main thread executes it with `dag.test()`'s own
-   task loop (local task runner, in-process triggerer for the deferrable Argo CD sensor, the
-   sandbox cluster for pods). `dag.test()` only ever creates a new run, so its run factory
-   (`airflow.models.dagrun.get_or_create_dagrun`, the hook the `as_user` fixture also uses)
-   is pointed at the run the scheduler started; it refuses a run that is not RUNNING.
-
-If the scheduler let the second promotion start early (max_active_runs > 1, or no limit),
-the thread sees it RUNNING next to the first and the test fails; if it dropped it, the
-second never runs and the registry misses it.
+`deploy-<env>`'s `max_active_runs=1` is enforced only by the scheduler (`dag.test()` creates its
+run already RUNNING and never asks), so these tests put the scheduler's own queued -> running
+decision (`SchedulerJobRunner._start_queued_dagruns`, FIFO by `run_after`, capped by
+`max_active_runs`) in the loop, and execute each run it starts with `dag.test()`'s task loop.
+Tasks run in the main thread only (the task runner installs signal handlers), so "at the same
+time" is arranged by running one run inside another's wait (tests/dags/conftest.py:
+`meanwhile`, `deploy_runs.on_handover`).
 """
 
 from __future__ import annotations
@@ -25,61 +14,33 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
-from tests.dags.test_promote import DAGS, release, world  # noqa: F401 - world is a fixture shared with the promotion tests
+from tests.dags.conftest import deploy_result, run_started_run, sync_deploy_dags
+from tests.dags.test_promote import (PROD, as_user, hitl_open, last_run, promote, release,  # noqa: F401 - shared fixtures
+                                    world)
+from tests.dags.test_rollback import rollback
+from tests.helpers import answer_approval
 
 SERVICE = "service-a"
 
 
-def sync_and_unpause() -> None:
-    """Write dags/promote.py to the metadata database, as the dag-processor would, and unpause
-    it (DAGs start paused, and the scheduler starts no run of a paused DAG)."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import update
-
-    DagBundlesManager().sync_bundles_to_db()
-    sync_bag_to_db(DagBag(dag_folder=str(DAGS / "promote.py")), "dags-folder", None)
-    with create_session() as session:
-        session.execute(update(DagModel).where(DagModel.dag_id == "promote").values(is_paused=False))
-
-
-def trigger(conf: dict, user: str = "alice") -> str:
-    """Trigger `promote` through the Core REST API as `user`; returns the (queued) run's id."""
-    from airflow.api_fastapi.app import create_app, get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from fastapi.testclient import TestClient
-
-    client = TestClient(create_app("core"))
-    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="admin"))
-    resp = client.post("/api/v2/dags/promote/dagRuns", json={"logical_date": None, "conf": conf},
-                       headers={"Authorization": f"Bearer {token}"})
-    assert resp.status_code == 200, resp.text
-    assert resp.json()["state"] == "queued", resp.json()
-    return resp.json()["dag_run_id"]
-
-
-def promote_runs() -> dict[str, str]:
-    """run_id -> state of every run of `promote` in the metadata database."""
+def runs_of(dag_id: str) -> dict[str, str]:
+    """run_id -> state of every run of `dag_id` in the metadata database."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.execute(select(DagRun.run_id, DagRun.state).where(DagRun.dag_id == "promote"))
+        rows = session.execute(select(DagRun.run_id, DagRun.state).where(DagRun.dag_id == dag_id))
         return {run_id: str(state) for run_id, state in rows}
 
 
 class Scheduler(threading.Thread):
-    """The scheduler's queued -> running decision, made every 0.2 s; `seen` holds both runs'
-    states after each pass."""
+    """The scheduler's queued -> running decision, made every 0.2 s; `seen` holds the watched
+    runs' states after each pass."""
 
-    def __init__(self, run_ids: list[str]):
+    def __init__(self, dag_id: str, run_ids: list[str]):
         super().__init__(daemon=True)
-        self.run_ids, self.seen, self.error = run_ids, [], None
+        self.dag_id, self.run_ids, self.seen, self.error = dag_id, run_ids, [], None
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -92,7 +53,7 @@ class Scheduler(threading.Thread):
             while not self.done.is_set():
                 with create_session() as session:
                     runner._start_queued_dagruns(session)
-                now = promote_runs()
+                now = runs_of(self.dag_id)
                 self.seen.append(tuple(now[r] for r in self.run_ids))
                 time.sleep(0.2)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -100,76 +61,107 @@ class Scheduler(threading.Thread):
 
     def wait_running(self, run_id: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while promote_runs()[run_id] != "running":
+        while runs_of(self.dag_id)[run_id] != "running":
             assert self.error is None, self.error
             assert time.monotonic() < deadline, f"the scheduler never started {run_id}: {self.seen[-5:]}"
             time.sleep(0.1)
 
 
-def run_started_run(dag, run_id: str):
-    """Execute the run the scheduler started with dag.test()'s own loop (see the module docstring)."""
-    import airflow.models.dagrun as dagrun_module
-    from airflow.models.dagrun import DagRun
-    from sqlalchemy import select
+def test_a_staging_promotion_completes_while_a_prod_promotion_waits_for_approval(world, config, as_user,
+                                                                                 deploy_runs, meanwhile):
+    world.record_deployment("staging", [release(config, SERVICE, "1.1", "3")], by="alice", run_id="r3")
+    world.record_deployment("dev", [release(config, "service-b", "2.1", "5")], by="alice", run_id="r4")
+    seen = {}
 
-    def the_started_run(**kwargs):
-        session = kwargs["session"]
-        dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id))
-        assert dr is not None and dr.state == "running", f"{run_id} was not started by the scheduler"
-        dr.dag = kwargs["dag"]
-        return dr
+    def promote_to_staging():  # runs while the prod promotion waits for bob
+        seen["staging"], _ = promote({"services": ["service-b"], "from_env": "dev", "to_env": "staging", "reason": "r"})
+        seen["staging_run"] = last_run("promote")
+        seen["prod_still_waiting"] = hitl_open("promote", "approve_prod")
+        seen["deploys"] = list(deploy_runs)
+        threading.Thread(target=lambda: seen.update(bob=answer_approval("promote", "approve_prod", "bob"))).start()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dagrun_module, "get_or_create_dagrun", the_started_run)
-        return dag.test()
+    meanwhile.append((lambda: hitl_open("promote", "approve_prod"), promote_to_staging))
+    states, _ = promote(PROD)
+
+    assert seen["staging"]["hand_over"] == "success" and seen["staging_run"][0] == "success", seen
+    assert seen["prod_still_waiting"] is True  # the staging change went through while prod's approval was open
+    assert [d for d, _ in seen["deploys"]] == ["deploy-staging"]  # and nothing was queued for prod yet
+    assert seen["bob"]["status"] == 200 and states["hand_over"] == "success", (states, seen)
+    assert [d for d, _ in deploy_runs] == ["deploy-staging", "deploy-prod"]
+    assert world.state("staging")["service-b"].version == "2.1" and world.state("prod")[SERVICE].version == "1.1"
 
 
-def task_windows(dagrun) -> tuple:
-    tis = dagrun.get_task_instances()
-    return min(t.start_date for t in tis if t.start_date), max(t.end_date for t in tis if t.end_date)
+def test_a_promotion_and_a_rollback_to_prod_apply_in_trigger_order_and_never_interleave(world, config, as_user,
+                                                                                       deploy_runs, sandbox):
+    """prod runs a 1.0 then 1.1; alice promotes staging's 1.2 to prod (bob approves) and, while
+    that change waits its turn, rolls prod back to 1.0. deploy-prod starts the promotion first and
+    holds the rollback back until the promotion has finished; the rollback then applies on top of it."""
+    for version, char in (("1.0", "1"), ("1.1", "3")):
+        world.record_deployment("prod", [release(config, SERVICE, version, char)], by="alice", run_id=f"p{version}")
+    world.record_deployment("staging", [release(config, SERVICE, "1.2", "4")], by="alice", run_id="s1.2")
+    sync_deploy_dags()
+    queued: list[str] = []
+    result = {}
+
+    def both_queued_then_schedule(dag_id: str, run_id: str) -> None:
+        queued.append(run_id)
+        if len(queued) == 1:  # the promotion handed over; now the rollback is triggered and hands over too
+            result["rollback"] = rollback({"env": "prod", "to_version": "1.0", "reason": "1.2 misbehaves"})
+            return
+        assert [runs_of(dag_id)[r] for r in queued] == ["queued", "queued"]  # both wait in prod's queue
+        scheduler = Scheduler(dag_id, list(queued))
+        time.sleep(1.1)  # SQLite compares run_after with a whole-second now(): let both be due at the first pass
+        scheduler.start()
+        try:
+            dag = sync_deploy_dags().get_dag(dag_id)
+            scheduler.wait_running(queued[0])
+            result["first"] = run_started_run(dag, queued[0])
+            scheduler.wait_running(queued[1])
+            result["second"] = run_started_run(dag, queued[1])
+        finally:
+            scheduler.done.set()
+            scheduler.join(timeout=30)
+        assert scheduler.error is None, scheduler.error
+        result["seen"] = scheduler.seen
+
+    deploy_runs.on_handover = both_queued_then_schedule
+    approvals = threading.Thread(target=lambda: result.update(
+        bob=answer_approval("promote", "approve_prod", "bob")))
+    approvals.start()
+    states, _ = promote({"services": [SERVICE], "from_env": "staging", "to_env": "prod", "reason": "release 1.2"})
+    approvals.join()
+
+    promotion, rollback_run = queued
+    assert promotion.startswith("promote.") and rollback_run.startswith("rollback."), queued
+    seen = result["seen"]
+    assert seen[0] == ("running", "queued"), seen  # first decision, with both due: the promotion, triggered first
+    while_first_ran = [s for s in seen if s[0] == "running"]
+    assert len(while_first_ran) >= 3 and all(s == ("running", "queued") for s in while_first_ran), seen
+    assert ("success", "running") in seen  # the rollback started only after the promotion had finished
+
+    first, second = result["first"], result["second"]
+    assert (str(first.state), str(second.state)) == ("success", "success")
+    assert second.start_date >= first.end_date
+    assert states["hand_over"] == "success" and result["rollback"]["hand_over"] == "success", (states, result)
+
+    # the GitOps commits are in trigger order, each on top of the one before
+    story = [(e.previous_version, e.version, e.action, e.outcome) for e in world.history(env="prod", service=SERVICE)]
+    assert story[-2:] == [("1.1", "1.2", "deploy", "rolled_back"), ("1.2", "1.0", "rollback", "deployed")], story
+    assert world.state("prod")[SERVICE].version == "1.0"
+    # each smoke test tested its own change: the pods carry the GitOps commit they test, in order
+    smoke = [(p["metadata"]["labels"]["release-platform/commit"], p["metadata"]["labels"]["run_id"])
+             for p in sandbox.received("pods") if p["metadata"]["labels"].get("dag_id") == "deploy-prod"
+             and p["metadata"]["labels"].get("task_id") == "smoke"]
+    commits = [deploy_result("deploy-prod", r) for r in queued]
+    assert [r for _, r in smoke] == [label(promotion), label(rollback_run)], smoke
+    assert all(state == "success" for state, _, _ in commits)
+    assert smoke[0][0] != smoke[1][0]
+    state, note = last_run("rollback")
+    assert state == "success" and note.startswith(f"rolled {SERVICE} in prod back from 1.2 to 1.0"), note
 
 
-def test_two_promotions_to_one_env_queue_and_both_land_in_order(world, config):
-    from airflow.dag_processing.dagbag import DagBag
+def label(run_id: str) -> str:
+    """The run_id label KubernetesPodOperator puts on a pod (a label-safe form of the run id)."""
+    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
 
-    world.record_deployment("dev", [release(config, SERVICE, "1.2", "4")], by="alice", run_id="r3")
-    sync_and_unpause()
-    assert not [s for s in promote_runs().values() if s in ("queued", "running")], "a promote run is left over"
-
-    # triggered together: both are queued before the scheduler looks
-    first = trigger({"services": [SERVICE], "from_env": "dev", "to_env": "staging", "version": "1.1", "reason": "first"})
-    second = trigger({"services": [SERVICE], "from_env": "dev", "to_env": "staging", "version": "1.2", "reason": "second"})
-    dag = DagBag(dag_folder=str(DAGS / "promote.py")).get_dag("promote")
-    time.sleep(1.1)  # SQLite compares run_after with a whole-second now(): let both be due at the first pass
-    scheduler = Scheduler([first, second])
-    scheduler.start()
-    try:
-        scheduler.wait_running(first)
-        run1 = run_started_run(dag, first)
-        scheduler.wait_running(second)
-        run2 = run_started_run(dag, second)
-    finally:
-        scheduler.done.set()
-        scheduler.join(timeout=30)
-    assert scheduler.error is None, scheduler.error
-
-    # the scheduler started the first-triggered run and held the second back the whole time
-    assert scheduler.seen[0] == ("running", "queued"), scheduler.seen  # its first decision, with both due
-    while_first_ran = [s for s in scheduler.seen if s[0] == "running"]
-    assert len(while_first_ran) >= 3, scheduler.seen  # it really looked, repeatedly, during the first run
-    assert all(s == ("running", "queued") for s in while_first_ran), scheduler.seen
-    assert all(s[1] in ("queued", "running", "success") for s in scheduler.seen), scheduler.seen  # never dropped
-    assert ("success", "running") in scheduler.seen
-
-    # both completed, one after the other
-    assert (str(run1.state), str(run2.state)) == ("success", "success")
-    first_tasks, second_tasks = task_windows(run1), task_windows(run2)
-    assert run2.start_date >= run1.end_date and second_tasks[0] >= first_tasks[1], (run1.end_date, run2.start_date)
-
-    # the registry shows both deployments, in trigger order, each on top of the one before
-    story = [(e.previous_version, e.version, e.action, e.outcome, e.run_id, e.by, e.reason)
-             for e in world.history(env="staging", service=SERVICE)]
-    assert story[-2:] == [("1.0", "1.1", "deploy", "deployed", first, "alice", "first"),
-                          ("1.1", "1.2", "deploy", "deployed", second, "alice", "second")], story
-    now = world.state("staging")[SERVICE]
-    assert (now.version, now.run_id, now.image) == ("1.2", second, world.state("dev")[SERVICE].image)
+    return make_safe_label_value(run_id)

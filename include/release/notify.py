@@ -376,7 +376,7 @@ _PROMOTION_CHECKS = ("validate", "verify_signatures", "wait_freeze")
 
 def classify(dag_id: str, task_id: str) -> tuple[str, str]:
     """What a failed task means to the people told about it: (kind, title)."""
-    if dag_id == "promote" and (task_id in _PROMOTION_CHECKS or task_id.startswith("gate_")):
+    if dag_id == "promote" and (task_id in _PROMOTION_CHECKS or task_id.startswith(("gate_", "approve_"))):
         return PROMOTION_BLOCKED, f"Promotion blocked at {task_id}"
     if dag_id == "velero-backups" and task_id.startswith("backup."):
         return BACKUP_FAILED, f"Velero backup failed ({task_id})"

@@ -50,6 +50,7 @@ class HandOver(TriggerDagRunOperator):
         self.trigger_dag_id = deploy_dag_id(change["env"])
         self.trigger_run_id = handover_run_id(ti.dag_id, ti.run_id)
         self.conf = {"change": change}
+        self._warn_if_paused(ti)
         if self._existing_state(ti) is None:
             self.log.info("Handing %s over to %s (run %s)", change.get("kind"), self.trigger_dag_id, self.trigger_run_id)
             return super().execute(context)  # triggers the run, then defers until it finishes
@@ -60,6 +61,17 @@ class HandOver(TriggerDagRunOperator):
                                            execution_dates=None, run_ids=[self.trigger_run_id],
                                            poll_interval=self.poke_interval),
                    method_name="execute_complete")
+
+    def _warn_if_paused(self, ti) -> None:
+        """A paused deploy-<env> holds every change to its environment in its queue (a way to stop
+        all changes to prod for a while); say so, so nobody waits without knowing why."""
+        try:
+            paused = ti.get_dag(self.trigger_dag_id).is_paused
+        except Exception:  # noqa: BLE001 - an older execution API: the run simply waits
+            return
+        if paused:
+            self.log.warning("%s is paused: this change waits in its queue until someone unpauses %s",
+                             self.trigger_dag_id, self.trigger_dag_id)
 
     def _existing_state(self, ti) -> str | None:
         try:

@@ -17,6 +17,9 @@ class TI(SimpleNamespace):
         super().__init__(dag_id="promote", run_id="manual__1", task_id="hand_over", pushed={}, existing=existing,
                          outcomes=outcomes or {})
 
+    def get_dag(self, dag_id):
+        return SimpleNamespace(is_paused=False)
+
     def get_dagrun_state(self, dag_id, run_id):
         if self.existing is None:
             raise RuntimeError("DagRun not found")

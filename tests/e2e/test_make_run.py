@@ -232,6 +232,14 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         states = _task_states(base, auth, "service-a-pipeline", run_id)
         assert state == "success", f"pipeline run {state!r} after {time.monotonic() - t0:.0f} s: {states}"
         print(f"pipeline run succeeded after {time.monotonic() - t0:.0f} s")
+        # The pipeline handed its digest to deploy-dev, which the real scheduler ran: that run
+        # made the change, and the pipeline's note names it.
+        deploy_run = f"service-a-pipeline.{run_id}"
+        _, deployed = get(f"{base}/api/v2/dags/deploy-dev/dagRuns/{deploy_run}", auth)
+        assert deployed.get("state") == "success", (deployed, _task_states(base, auth, "deploy-dev", deploy_run))
+        assert deployed["note"].startswith("deployed service-a 1.2.0 to dev, commit "), deployed
+        _, pipeline = get(url, auth)
+        assert pipeline["note"] == f"{deployed['note']} (deploy-dev run {deploy_run})", pipeline
         shown = subprocess.run([sys.executable, "-m", "release", "registry", "show", "--env", "dev"],
                                env=run.env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         row = next(line for line in shown.splitlines() if "service-a" in line)

@@ -50,6 +50,22 @@ def _registry_show(args) -> int:
     return 0
 
 
+def _registry_read(command):
+    """A registry command that explains, and exits 1, when the registry cannot be read: a file
+    broken by a hand edit (which file, which line, what) or an unreachable GitOps remote."""
+    def run(args) -> int:
+        from release.gitops import GitOpsError
+        from release.registry import RegistryFileError
+
+        try:
+            return command(args)
+        except (RegistryFileError, GitOpsError) as exc:
+            print(f"cannot read the registry: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def _print_json(data) -> None:
     import json
 
@@ -230,14 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = registry.add_parser("show", help="services x environments: what runs where")
     show.add_argument("--env", help="only this environment")
     _format_option(show)
-    show.set_defaults(func=_registry_show)
+    show.set_defaults(func=_registry_read(_registry_show))
     history = registry.add_parser("history", help="deployments and rollbacks, oldest first")
     history.add_argument("--service")
     history.add_argument("--env")
     history.add_argument("--since", type=_iso_time, help="ISO-8601 time or date, UTC unless it says otherwise, e.g. 2026-11-01")
     history.add_argument("--until", type=_iso_time, help="ISO-8601 time or date")
     _format_option(history)
-    history.set_defaults(func=_registry_history)
+    history.set_defaults(func=_registry_read(_registry_history))
 
     backups = sub.add_parser("backups", help="recorded Velero backups and restore drills, oldest first")
     backups.add_argument("--env", help="only this environment")

@@ -20,16 +20,26 @@ def _config_check(args) -> int:
     return 0
 
 
+def _registry(config):
+    """The registry the config names; a local repository that was never created is said so at once."""
+    from release.gitops import GitOpsError, default_repo_path
+    from release.registry import Registry
+
+    if not config.gitops.url and not (default_repo_path() / "HEAD").exists():
+        raise GitOpsError(f"no GitOps repository at {default_repo_path()}; create it with "
+                          "`python -m release gitops init` (make run does)")
+    return Registry.from_config(config)
+
+
 def _registry_show(args) -> int:
     from release.config import load_config
-    from release.registry import Registry
 
     config = load_config()
     envs = [args.env] if args.env else config.env_order
     if args.env and args.env not in config.environments:
         print(f"--env: unknown environment {args.env!r}; allowed: {', '.join(config.env_order)}", file=sys.stderr)
         return 2
-    state = Registry.from_config(config).snapshot()
+    state = _registry(config).snapshot()
     if args.format == "json":
         # {env: {service: SHOW_KEYS or null when not deployed}}, environments in promotion order
         _print_json({env: {service: (d.summary() if (d := state.current(env).get(service)) else None)
@@ -83,9 +93,8 @@ def _iso_time(text: str) -> str:
 
 def _registry_history(args) -> int:
     from release.config import load_config
-    from release.registry import Registry
 
-    entries = Registry.from_config(load_config()).history(
+    entries = _registry(load_config()).history(
         service=args.service, env=args.env, since=args.since, until=args.until
     )
     if args.format == "json":

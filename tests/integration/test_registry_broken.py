@@ -90,3 +90,10 @@ def test_cli_registry_show_and_history_explain_a_broken_file(data_dir, config, c
         assert err.startswith(f"cannot read the registry: {VERSIONS_FILE}, line {line}: "
                               "environments.prod.service-a.version: must be a string, not a list ([1])")
         assert "by a commit" in err and "Traceback" not in err
+
+
+def test_cli_registry_show_says_when_there_is_no_repository_yet(data_dir, capsys):
+    assert main(["registry", "show"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"cannot read the registry: no GitOps repository at {data_dir / 'gitops.git'}; "
+                          "create it with `python -m release gitops init`")

@@ -21,6 +21,10 @@ verifies each environment's chart ({", ".join(CONFIG.env_order)}) against
 `registry/versions.yaml`. If a chart drifted (a hand edit, a write from an older
 platform version) it commits the regenerated files in one commit and lists them in the
 log and in the task's return value.
+
+It never "repairs" the registry itself: if `registry/versions.yaml` or `registry/history.yaml`
+is broken (a hand edit that is not valid YAML, gives a key twice or a value of the wrong type),
+the run fails at once naming the file and the line, and commits nothing.
 """
 
 
@@ -37,12 +41,15 @@ log and in the task's return value.
 def umbrella_chart():
     @task(retries=2)
     def reconcile() -> dict:
-        from release import umbrella
+        from release import outcome, umbrella
         from release.config import load_config
-        from release.registry import Registry
+        from release.registry import Registry, RegistryFileError
 
         registry = Registry.from_config(load_config())
-        drifted, sha = umbrella.reconcile(registry)
+        try:
+            drifted, sha = umbrella.reconcile(registry)
+        except RegistryFileError as exc:  # retrying cannot help: a commit has to fix the file
+            outcome.fail_task(f"registry broken, nothing regenerated: {exc}")
         if drifted:
             print(f"Regenerated {len(drifted)} drifted file(s) in commit {sha}:")
             for path in drifted:

@@ -16,6 +16,8 @@ from typing import Any, AsyncIterator
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from release import deadlines
+
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
 
 
@@ -65,8 +67,15 @@ def request_sync(kubernetes_conn_id: str, namespace: str, application: str, revi
 
 
 class ApplicationSyncedTrigger(BaseTrigger):
+    """Polls the Application until it is Synced at `revision` and Healthy, or `deadline` passes.
+
+    `deadline` is wall-clock time (epoch seconds, UTC), fixed when the wait starts and carried in
+    `serialize()`: a triggerer that restarts re-creates the trigger from its serialized kwargs and
+    keeps the original deadline instead of starting the timeout over.
+    """
+
     def __init__(self, kubernetes_conn_id: str, namespace: str, application: str, revision: str,
-                 timeout_seconds: float, poll_interval: float = 5.0):
+                 timeout_seconds: float, poll_interval: float = 5.0, deadline: float | None = None):
         super().__init__()
         self.kubernetes_conn_id = kubernetes_conn_id
         self.namespace = namespace
@@ -74,20 +83,22 @@ class ApplicationSyncedTrigger(BaseTrigger):
         self.revision = revision
         self.timeout_seconds = timeout_seconds
         self.poll_interval = poll_interval
+        # A trigger serialized before deadlines were carried gets one now, once.
+        self.deadline = float(deadline) if deadline is not None else deadlines.after(timeout_seconds)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{__name__}.ApplicationSyncedTrigger", {
             "kubernetes_conn_id": self.kubernetes_conn_id, "namespace": self.namespace, "application": self.application,
-            "revision": self.revision, "timeout_seconds": self.timeout_seconds, "poll_interval": self.poll_interval})
+            "revision": self.revision, "timeout_seconds": self.timeout_seconds, "poll_interval": self.poll_interval,
+            "deadline": self.deadline})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
         from kubernetes_asyncio import client as async_client
 
         hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
-        deadline = time.monotonic() + self.timeout_seconds
         state = None
-        while time.monotonic() < deadline:
+        while deadlines.wall_clock() < self.deadline:
             async with hook.get_conn() as api:
                 app = await async_client.CustomObjectsApi(api).get_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, self.application)
@@ -97,8 +108,10 @@ class ApplicationSyncedTrigger(BaseTrigger):
             if verdict:
                 yield TriggerEvent({"status": verdict, "state": state.describe()})
                 return
-            await asyncio.sleep(self.poll_interval)
-        yield TriggerEvent({"status": "timeout", "state": state.describe() if state else "never read"})
+            # Never sleep past the deadline: the timeout is reported when it is due.
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - deadlines.wall_clock())))
+        yield TriggerEvent({"status": "timeout", "state": state.describe() if state else "never read",
+                            "deadline": self.deadline})
 
 
 class ApplicationSyncedSensor(BaseSensorOperator):
@@ -126,9 +139,12 @@ class ApplicationSyncedSensor(BaseSensorOperator):
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(f"no revision to wait for on {self.namespace}/{self.application}")
+        # The deadline is fixed here, once, in wall-clock time: a triggerer restart does not move it.
+        timeout = float(self.timeout_seconds)
         self.defer(
             trigger=ApplicationSyncedTrigger(self.kubernetes_conn_id, self.namespace, self.application,
-                                             self.revision, float(self.timeout_seconds), self.poll_interval),
+                                             self.revision, timeout, self.poll_interval,
+                                             deadline=deadlines.after(timeout)),
             method_name="execute_complete",
         )
 
@@ -140,7 +156,9 @@ class ApplicationSyncedSensor(BaseSensorOperator):
             self.log.info("%s is Synced and Healthy: %s", where, event["state"])
             return event["state"]
         if event["status"] == "timeout":
-            raise AirflowFailException(f"{where} not Synced and Healthy within {float(self.timeout_seconds):.0f}s: {event['state']}")
+            due = f" (deadline {deadlines.utc_text(event['deadline'])})" if event.get("deadline") else ""
+            raise AirflowFailException(
+                f"{where} not Synced and Healthy within {float(self.timeout_seconds):.0f}s{due}: {event['state']}")
         raise AirflowFailException(f"{where} failed to sync: {event['state']}")
 
 

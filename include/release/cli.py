@@ -20,16 +20,26 @@ def _config_check(args) -> int:
     return 0
 
 
+def _registry(config):
+    """The registry the config names; a local repository that was never created is said so at once."""
+    from release.gitops import GitOpsError, default_repo_path
+    from release.registry import Registry
+
+    if not config.gitops.url and not (default_repo_path() / "HEAD").exists():
+        raise GitOpsError(f"no GitOps repository at {default_repo_path()}; create it with "
+                          "`python -m release gitops init` (make run does)")
+    return Registry.from_config(config)
+
+
 def _registry_show(args) -> int:
     from release.config import load_config
-    from release.registry import Registry
 
     config = load_config()
     envs = [args.env] if args.env else config.env_order
     if args.env and args.env not in config.environments:
         print(f"--env: unknown environment {args.env!r}; allowed: {', '.join(config.env_order)}", file=sys.stderr)
         return 2
-    state = Registry.from_config(config).snapshot()
+    state = _registry(config).snapshot()
     if args.format == "json":
         # {env: {service: SHOW_KEYS or null when not deployed}}, environments in promotion order
         _print_json({env: {service: (d.summary() if (d := state.current(env).get(service)) else None)
@@ -50,6 +60,22 @@ def _registry_show(args) -> int:
     return 0
 
 
+def _registry_read(command):
+    """A registry command that explains, and exits 1, when the registry cannot be read: a file
+    broken by a hand edit (which file, which line, what) or an unreachable GitOps remote."""
+    def run(args) -> int:
+        from release.gitops import GitOpsError
+        from release.registry import RegistryFileError
+
+        try:
+            return command(args)
+        except (RegistryFileError, GitOpsError) as exc:
+            print(f"cannot read the registry: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def _print_json(data) -> None:
     import json
 
@@ -67,9 +93,8 @@ def _iso_time(text: str) -> str:
 
 def _registry_history(args) -> int:
     from release.config import load_config
-    from release.registry import Registry
 
-    entries = Registry.from_config(load_config()).history(
+    entries = _registry(load_config()).history(
         service=args.service, env=args.env, since=args.since, until=args.until
     )
     if args.format == "json":
@@ -230,14 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = registry.add_parser("show", help="services x environments: what runs where")
     show.add_argument("--env", help="only this environment")
     _format_option(show)
-    show.set_defaults(func=_registry_show)
+    show.set_defaults(func=_registry_read(_registry_show))
     history = registry.add_parser("history", help="deployments and rollbacks, oldest first")
     history.add_argument("--service")
     history.add_argument("--env")
     history.add_argument("--since", type=_iso_time, help="ISO-8601 time or date, UTC unless it says otherwise, e.g. 2026-11-01")
     history.add_argument("--until", type=_iso_time, help="ISO-8601 time or date")
     _format_option(history)
-    history.set_defaults(func=_registry_history)
+    history.set_defaults(func=_registry_read(_registry_history))
 
     backups = sub.add_parser("backups", help="recorded Velero backups and restore drills, oldest first")
     backups.add_argument("--env", help="only this environment")

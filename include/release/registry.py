@@ -24,8 +24,10 @@ from typing import Any, Literal
 
 import yaml
 
+from release import registry_file
 from release.config import PlatformConfig
 from release.gitops import Author, CommitResult, GitOpsStore
+from release.registry_file import RegistryFileError  # noqa: F401 - callers catch it from here
 
 VERSIONS_FILE = "registry/versions.yaml"
 HISTORY_FILE = "registry/history.yaml"
@@ -184,8 +186,9 @@ class RegistryState:
     # reading and writing the two files
     @classmethod
     def parse(cls, versions_text: str | None, history_text: str | None) -> RegistryState:
-        versions = yaml.safe_load(versions_text or "") or {}
-        history = yaml.safe_load(history_text or "") or {}
+        """The state the two files hold; RegistryFileError (file, line, what) if either is broken."""
+        versions = registry_file.load(VERSIONS_FILE, versions_text, registry_file.VersionsFile)
+        history = registry_file.load(HISTORY_FILE, history_text, registry_file.HistoryFile)
         envs = {
             env: {svc: Deployment(service=svc, **fields) for svc, fields in (services or {}).items()}
             for env, services in (versions.get("environments") or {}).items()

@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from release import deadlines
 from release.velero_objects import (  # noqa: F401 - the names callers import from here
     GROUP, MANAGED_BY, PLURALS, RUN_ID_ANNOTATION, TERMINAL, VERSION, backup_manifest, object_name, restore_manifest,
 )
@@ -209,7 +210,7 @@ class VeleroPhaseTrigger(BaseTrigger):
 
         hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
         phase = None
-        while time.time() < self.deadline:
+        while deadlines.wall_clock() < self.deadline:
             async with hook.get_conn() as api:
                 obj = await async_client.CustomObjectsApi(api).get_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURALS[self.kind], self.name)
@@ -217,7 +218,7 @@ class VeleroPhaseTrigger(BaseTrigger):
             if phase in TERMINAL:
                 yield TriggerEvent({"status": "terminal", "phase": phase})
                 return
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - deadlines.wall_clock())))
         yield TriggerEvent({"status": "timeout", "phase": phase})
 
 
@@ -246,7 +247,7 @@ class VeleroSensor(BaseSensorOperator):
             return self.execute_complete(context, {"status": "terminal"})
         # The clock starts when the object was created, so a retried wait does not restart it.
         created = obj["metadata"].get("creationTimestamp")
-        start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else time.time()
+        start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else deadlines.wall_clock()
         self.defer(
             trigger=VeleroPhaseTrigger(t["kubernetes_conn_id"], t["kind"], t["namespace"], t["name"],
                                        start + self.timeout_minutes * 60, self.poll_interval),

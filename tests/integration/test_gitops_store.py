@@ -103,8 +103,9 @@ def test_rejected_push_fails_clearly_without_retry(gitops_url):
 
 
 def test_unreachable_repository_is_named(tmp_path):
-    with pytest.raises(GitOpsError, match="cannot clone .*missing.git"):
-        GitOpsStore(local_repo_url(tmp_path / "missing.git")).read("x")
+    with pytest.raises(GitOpsError, match="GitOps remote .*missing.git unreachable: clone failed 2 times"):
+        GitOpsStore(local_repo_url(tmp_path / "missing.git"), unreachable_attempts=2,
+                    unreachable_backoff_seconds=0.01).read("x")
 
 
 def test_credentials_stay_out_of_urls_config_and_messages(tmp_path, gitops_url):
@@ -115,7 +116,8 @@ def test_credentials_stay_out_of_urls_config_and_messages(tmp_path, gitops_url):
         assert secret not in (Path(repo.git_dir) / "config").read_text()
         assert secret not in repo.git.remote("get-url", "origin")
     with pytest.raises(GitOpsError) as exc:
-        GitOpsStore(local_repo_url(tmp_path / "nope.git"), credentials=Credentials("bot", secret)).read("x")
+        GitOpsStore(local_repo_url(tmp_path / "nope.git"), credentials=Credentials("bot", secret),
+                    unreachable_attempts=1).read("x")
     assert secret not in str(exc.value)
 
 

@@ -1,0 +1,191 @@
+"""Reading the registry's files strictly: a hand edit that broke them is named by file and line.
+
+`registry/versions.yaml` and `registry/history.yaml` are written only by the platform. When a
+person edits one by hand and breaks it (YAML that does not parse, a key given twice, a value of
+the wrong type such as `version: [1]` or an environment that is a list), the platform must not
+guess what was meant, and must not write over it: every reader and writer stops with a
+`RegistryFileError` that says which file, which line and what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_VERSION = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
+_IMAGE = r"[^@\s]+@sha256:[0-9a-f]{64}"
+_MAX_ERRORS = 5
+
+
+class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where installed: faster
+    """PyYAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # an unhashable key: the base class says so, with its line
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice (first at line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+def _iso_time(value: str) -> str:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 time such as 2026-11-26T10:00:00Z") from None
+    return value
+
+
+class _Deployment(_Strict):
+    version: str = Field(pattern=f"^{_VERSION}$")
+    image: str = Field(pattern=f"^{_IMAGE}$")
+    deployed_at: str
+    deployed_by: str
+    run_id: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    _times = field_validator("deployed_at")(_iso_time)
+
+
+class VersionsFile(_Strict):
+    schema_version: Literal[1] = 1
+    environments: dict[str, dict[str, _Deployment] | None] = Field(default_factory=dict)
+
+
+class _Entry(_Strict):
+    id: int
+    env: str
+    service: str
+    version: str = Field(pattern=f"^{_VERSION}$")
+    image: str = Field(pattern=f"^{_IMAGE}$")
+    previous_version: str | None
+    action: Literal["deploy", "rollback"]
+    outcome: Literal["deployed", "rolled_back", "failed"]
+    at: str
+    by: str
+    run_id: str
+    reason: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    _times = field_validator("at")(_iso_time)
+
+
+class HistoryFile(_Strict):
+    schema_version: Literal[1] = 1
+    entries: list[_Entry] = Field(default_factory=list)
+
+
+class RegistryFileError(ValueError):
+    """A registry file is broken; nothing is read from it or written to it until a commit fixes it."""
+
+    def __init__(self, path: str, line: int | None, problem: str):
+        self.path, self.line, self.problem = path, line, problem
+        where = f"{path}, line {line}" if line else path
+        super().__init__(
+            f"{where}: {problem}. The registry is written only by the platform and this file no longer "
+            f"reads as one (a hand edit?); nothing was written. Fix or revert the edit by a commit to the "
+            f"GitOps repository.")
+
+
+def load(path: str, text: str | None, schema: type[_Strict]) -> dict:
+    """The file's data, checked against `schema`; RegistryFileError naming `path` and the line."""
+    if not (text or "").strip():
+        return {}
+    loader = StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "cannot be parsed"
+        if exc.context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            problem += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
+        raise RegistryFileError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:  # e.g. a character YAML does not allow; it names its position
+        raise RegistryFileError(path, None, f"not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RegistryFileError(path, node.start_mark.line + 1,
+                                f"must be a mapping with {', '.join(schema.model_fields)}, not {_kind(data)}")
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        problems = [_describe(e) for e in errors[:_MAX_ERRORS]]
+        more = f" (and {len(errors) - _MAX_ERRORS} more)" if len(errors) > _MAX_ERRORS else ""
+        first = _line(node, errors[0]["loc"])
+        lines = [f"{text}" if i == 0 else f"line {_line(node, e['loc'])}: {text}"
+                 for i, (e, text) in enumerate(zip(errors, problems))]
+        raise RegistryFileError(path, first, "; ".join(lines) + more) from None
+    return data
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", type(None): "empty"}.get(
+        type(value), f"a {type(value).__name__}")
+
+
+def _field(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
+
+
+_EXPECTED = {"string_type": "a string", "int_type": "a whole number", "dict_type": "a mapping", "model_type": "a mapping",
+             "list_type": "a list", "bool_type": "true or false"}
+
+
+def _describe(error: dict) -> str:
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    name = _field(loc)
+    if kind == "missing":
+        return f"{name}: missing"
+    if kind == "extra_forbidden":
+        return f"{name}: not a field the registry has"
+    if "[key]" in loc:
+        return f"{name}: the key {value!r} must be a string"
+    if kind == "string_pattern_mismatch":
+        return f"{name}: {str(value)[:80]!r} is not a {'digest-pinned image' if loc[-1] == 'image' else 'version'}"
+    if kind in _EXPECTED:
+        quote = "; put it in quotes" if kind == "string_type" and not isinstance(value, (dict, list)) else ""
+        return f"{name}: must be {_EXPECTED[kind]}, not {_kind(value)} ({str(value)[:60]}){quote}"
+    if kind == "literal_error":
+        return f"{name}: {value!r:.60} is not allowed; {error['msg'].replace('Input should be', 'allowed:')}"
+    return f"{name}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def _line(node: yaml.Node, loc: tuple) -> int:
+    """The line (1-based) of the YAML node `loc` points at; for a mapping's value, the line of its key."""
+    mark = node.start_mark
+    for part in loc:
+        if part == "[key]":
+            break
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+            if pair is None:
+                break
+            mark, node = pair[0].start_mark, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            break
+    return mark.line + 1

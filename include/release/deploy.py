@@ -316,6 +316,8 @@ def task_apply(env: str):
         from release import outcome
         from release.registry import DeployRequest, Registry
 
+        from release.registry_file import RegistryFileError
+
         config = _config()
         registry = Registry.from_config(config)
         try:
@@ -325,6 +327,8 @@ def task_apply(env: str):
             approver, caller_evidence = check_caller(context, change, config)
         except ChangeRefused as exc:
             _refuse(str(exc))
+        except RegistryFileError as exc:  # a hand edit broke the registry: nothing is written over it
+            outcome.fail_task(f"nothing was written to {env}: cannot read the registry: {exc}")
         before = registry.state(env)
         replaced = {s: before[s].version if s in before else None for s in change.services}
         where = f"{context['dag'].dag_id}/{context['run_id']}"

@@ -66,3 +66,13 @@ def hostile(valid: st.SearchStrategy) -> st.SearchStrategy:
 def field_of(message: str) -> str:
     """The field an error names first: `field: ...` or `field[3] ...`."""
     return re.split(r"[:\[ ]", message, maxsplit=1)[0]
+
+
+def mostly_valid(data, valid: dict[str, st.SearchStrategy], spoil: dict[str, st.SearchStrategy]) -> dict:
+    """Valid values for every field, then, half the time, one field spoiled: so the valid side of a
+    boundary is reached as often as each of its refusals."""
+    values = {name: data.draw(strategy, label=name) for name, strategy in valid.items()}
+    if data.draw(st.booleans(), label="spoil one field"):
+        name = data.draw(st.sampled_from(sorted(spoil)), label="spoiled field")
+        values[name] = data.draw(spoil[name], label=f"spoiled {name}")
+    return values

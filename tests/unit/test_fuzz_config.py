@@ -86,7 +86,9 @@ def text_variants():
     return st.one_of(st.sampled_from(BROKEN_YAML), cut, insert, st.text(max_size=200), nasty_text)
 
 
-LINE = re.compile(r"(?P<where>[^:\n]*?(?: \(the name\))?): .+", re.S)
+# A key path: plain names joined by '.', any other key quoted ('a:b', '\n').
+_KEY = r"(?:[A-Za-z0-9_.@-]+|'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\")"
+LINE = re.compile(rf"(?:\(top level\)|{_KEY}(?:\.{_KEY})*)(?: \(the name\))?: .+", re.S)
 
 
 def check(text: str):
@@ -117,6 +119,7 @@ def check(text: str):
 @example((yaml.safe_dump({**RAW, "environments": {**RAW["environments"], "prod": {
     **RAW["environments"]["prod"], "scan_policy": {"allow": [{"id": "CVE-2024-1", "reason": "x", "expires": "soon"}]}}}}),
     ("environments", "prod")))
+@example((TEXT.replace("artifacts: {}", "artifacts: {':': 1}"), ("artifacts", ":")))
 def test_an_edited_config_is_valid_or_names_the_key(case):
     text, path = case
     result = check(text)

@@ -10,7 +10,6 @@ import json
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -24,11 +23,6 @@ from tests.unit.fuzzing import fuzz, hostile, junk, nasty_text
 TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
 NOW = datetime(2026, 11, 2, tzinfo=timezone.utc)
 VERSIONS = ["1.0", "1.1", "2.0"]
-
-
-@pytest.fixture(scope="module")
-def config():
-    return parse_config(DEFAULT_CONFIG_PATH.read_text())
 
 
 CONFIG = parse_config(DEFAULT_CONFIG_PATH.read_text())

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from release.affected import naive_affected
-from release.config import DEFAULT_CONFIG_PATH, parse_config
 from release.dispatch import plan as dispatch_plan
 from release.pipeline import COMMIT_RE, ParamError, validate_params
 from release.promote import PromotionError, plan_promotion
@@ -54,11 +52,6 @@ def test_pipeline_params(params):
     assert facts["release"] is (params.get("pr") is None)
     if params["ref"].startswith("refs/tags/"):
         assert facts["version"] == params["ref"].removeprefix("refs/tags/").removeprefix("v")
-
-
-@pytest.fixture(scope="module")
-def config():
-    return parse_config(DEFAULT_CONFIG_PATH.read_text())
 
 
 @fuzz(100)

@@ -135,7 +135,7 @@ def valid_request(env_and_service) -> st.SearchStrategy:
                      st.one_of(st.just({}), st.dictionaries(st.text(max_size=8), junk, max_size=2)))
 
 
-@fuzz(50)
+@fuzz(30)
 @given(data=st.data())
 def test_record_deployment_writes_what_was_asked_or_nothing(seeded_tree, data):
     env = data.draw(st.sampled_from(CONFIG.env_order), label="env")

@@ -86,7 +86,7 @@ def cluster(tmp_path_factory):
         yield running
 
 
-@fuzz(150)
+@fuzz(100)
 @given(data=st.data(), dry_run=st.booleans())
 def test_a_created_object_is_accepted_or_refused_with_a_status(cluster, data, dry_run):
     path = data.draw(st.sampled_from(sorted(VALID)), label="path")
@@ -100,7 +100,7 @@ def test_a_created_object_is_accepted_or_refused_with_a_status(cluster, data, dr
 TARGET = "/api/v1/namespaces/default/configmaps/target"
 
 
-@fuzz(100)
+@fuzz(60)
 @given(body=st.one_of(bodies("/api/v1/namespaces/default/configmaps"), st.just(b"{not json"), st.just(b"\xff")))
 @example(body=[1, 2])  # AttributeError in the replace
 @example(body="text")
@@ -119,7 +119,7 @@ json_patches = st.lists(st.one_of(
     junk), max_size=3)
 
 
-@fuzz(150)
+@fuzz(80)
 @given(content_type=st.sampled_from(["application/merge-patch+json", "application/strategic-merge-patch+json",
                                      "application/json-patch+json"]),
        body=st.one_of(json_patches, junk, spoiled({"metadata": {"labels": {"a": "b"}}, "data": {"k": "w"}})))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Hashable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -62,6 +63,22 @@ def _check_dns_label(value: str) -> str:
 DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
 
 
+def _check_scan_policy(value: dict | None) -> dict | None:
+    """A scan policy (override) as release.scan.ScanPolicy reads it, checked when the config loads
+    rather than when a scan gate first merges it."""
+    from release.scan import ScanPolicy
+
+    if value is not None:
+        try:
+            ScanPolicy.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError("; ".join(_describe(e) for e in exc.errors())) from None
+    return value
+
+
+ScanPolicyOverride = Annotated[dict, AfterValidator(_check_scan_policy)]
+
+
 class SmokeTest(_Strict):
     """HTTP checks run against the service after each deployment."""
 
@@ -91,7 +108,7 @@ class Service(_Strict):
     platforms: list[Literal["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le"]] = Field(
         default_factory=lambda: ["linux/amd64", "linux/arm64"], min_length=1)
     coverage_threshold: int = Field(70, ge=0, le=100, description="minimum line coverage of the unit tests, in %")
-    scan_policy: dict | None = Field(None, description="overrides of the scan policy for this service")
+    scan_policy: ScanPolicyOverride | None = Field(None, description="overrides of the scan policy for this service")
 
     @field_validator("path", "chart")
     @classmethod
@@ -211,7 +228,7 @@ class Environment(_Strict):
     approval: Approval = Field(default_factory=Approval)
     argocd: ArgoCD = Field(default_factory=ArgoCD)
     helm: Helm = Field(default_factory=Helm, description="settings of the helm deploy strategy")
-    scan_policy: dict | None = Field(None, description="overrides of the scan policy in this environment")
+    scan_policy: ScanPolicyOverride | None = Field(None, description="overrides of the scan policy in this environment")
     freeze: list[FreezeWindow] = Field(default_factory=list, description="deploy freeze windows")
     freeze_policy: Literal["wait", "fail"] = Field("wait", description="a promotion during a freeze waits for its end, or fails")
     backup: Backup = Field(default_factory=lambda: Backup(), description="Velero backups of this environment's cluster")
@@ -313,7 +330,7 @@ class Pipelines(_Strict):
     builds_pool_slots: int = Field(4, ge=1, le=256, description="size of the Airflow pool `builds`")
     cosign_key_secret: DnsLabel = Field("cosign-key", description="Kubernetes secret with cosign.key and the password")
     tools: Tools = Field(default_factory=Tools)
-    scan_policy: dict = Field(default_factory=dict, description="the default scan policy (release.scan.ScanPolicy)")
+    scan_policy: ScanPolicyOverride = Field(default_factory=dict, description="the default scan policy (release.scan.ScanPolicy)")
 
     @field_validator("app_repo")
     @classmethod
@@ -483,7 +500,8 @@ def data_dir() -> Path:
 
 
 def _loc(loc: tuple) -> str:
-    text = ".".join(str(p) for p in loc if p != "[key]") or "(top level)"
+    # A key that is not a plain name (a newline, a space, an empty key) is quoted, so the path stays one readable line.
+    text = ".".join(str(p) if re.fullmatch(r"[A-Za-z0-9_.@-]+", str(p)) else repr(p) for p in loc if p != "[key]") or "(top level)"
     return f"{text} (the name)" if loc and loc[-1] == "[key]" else text
 
 
@@ -541,6 +559,10 @@ def _duplicate_key_loader():
         seen: dict = {}
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # `? [a, b]`: a list or a mapping as a key
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name, not {type(key).__name__} {key!r}", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
@@ -548,8 +570,31 @@ def _duplicate_key_loader():
             seen[key] = key_node.start_mark.line + 1
         return loader.construct_mapping(node, deep=deep)
 
+    def construct_timestamp(loader, node):
+        # `2026-13-45` looks like a date to YAML; the standard constructor then fails with a bare ValueError.
+        try:
+            return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not a date or time: {exc}",
+                                                    node.start_mark) from None
+
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", construct_timestamp)
     return Loader
+
+
+def _non_string_keys(node, path: tuple = (), seen: set | None = None):
+    """Keys YAML read as something other than a name: `no:`, `on:`, `1.0:` are a bool and a number."""
+    seen = set() if seen is None else seen
+    if id(node) in seen or not isinstance(node, (dict, list)):
+        return
+    seen.add(id(node))  # an alias may point back at its own mapping
+    for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+        if isinstance(node, dict) and not isinstance(key, str):
+            yield (f"{_loc((*path, key))}: the key {key!r} is a {type(key).__name__}, not a name; quote it "
+                   "(YAML reads yes, no, on, off, true, false, null and numbers as values)")
+        else:
+            yield from _non_string_keys(value, (*path, key), seen)
 
 
 def parse_config(text: str, source: str = "<string>") -> PlatformConfig:
@@ -559,6 +604,8 @@ def parse_config(text: str, source: str = "<string>") -> PlatformConfig:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, [f"the file must be a mapping with keys {', '.join(PlatformConfig.model_fields)}"])
+    if errors := list(_non_string_keys(raw)):
+        raise ConfigError(source, errors)
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as exc:

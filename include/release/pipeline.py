@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from release.config import PlatformConfig
+from release.registry import VERSION_RE
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^refs/(heads|tags)/[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$|^refs/pull/[0-9]{1,9}/(head|merge)$")
@@ -44,6 +45,9 @@ def validate_params(params: dict) -> dict:
         raise ParamError("changed_paths: must be a list of repository paths")
     tag = ref.removeprefix("refs/tags/") if ref.startswith("refs/tags/") else None
     version = tag.removeprefix("v") if tag else f"sha-{commit[:12]}"
+    if not VERSION_RE.fullmatch(version):
+        raise ParamError(f"ref: the tag {tag[:80]!r} gives no version the registry can record; allowed: refs/tags/<version> "
+                         "or refs/tags/v<version>, a version of letters, digits, '.', '_', '+', '-' (at most 128 characters)")
     return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None}
 
 

@@ -106,12 +106,12 @@ def describe(plan: dict, run_url: str = "") -> tuple[str, str]:
     subject = f"Promote {names} from {plan['from_env']} to {plan['to_env']}?"
     lines = [f"Requested by **{plan['requester']}**: {plan['reason'] or '(no reason given)'}", ""]
     for i in plan["items"]:
-        scan = (i["evidence"].get("scan") or {})
-        counts = ", ".join(f"{k} {v}" for k, v in (scan.get("counts") or {}).items() if v) or "no findings"
+        scan = _recorded(i, "scan")
+        counts = ", ".join(f"{k} {v}" for k, v in _mapping(scan.get("counts")).items() if v) or "no findings"
         lines.append(f"- **{i['service']}** {i['replaces'] or '(not deployed)'} -> **{i['version']}**  ")
         lines.append(f"  `{i['image']}`  ")
-        lines.append(f"  scan: {counts}; smoke in {plan['from_env']}: "
-                     f"{'passed' if (i['evidence'].get('smoke') or {}).get('passed') else 'not recorded'}")
+        lines.append(f"  scan: {counts if scan else 'not recorded'}; smoke in {plan['from_env']}: "
+                     f"{'passed' if _smoke_passed(i) else 'not recorded'}")
     if run_url:
         lines += ["", f"[The run]({run_url})"]
     return subject, "\n".join(lines)
@@ -120,11 +120,24 @@ def describe(plan: dict, run_url: str = "") -> tuple[str, str]:
 # -- gates ----------------------------------------------------------------------------------
 
 
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _recorded(item: dict, key: str) -> dict:
+    """The evidence record `key` of a plan item; empty when missing or not a record (a hand edit)."""
+    return _mapping(_mapping(item.get("evidence")).get(key))
+
+
+def _smoke_passed(item: dict) -> bool:
+    return _recorded(item, "smoke").get("passed") is True
+
+
 def gate_smoke(plan: dict) -> list[str]:
-    failed = [f"{i['service']} {i['version']}" for i in plan["items"] if not (i["evidence"].get("smoke") or {}).get("passed")]
+    failed = [f"{i['service']} {i['version']}" for i in plan["items"] if not _smoke_passed(i)]
     if failed:
         raise PromotionError(f"gate smoke: no passed smoke test in {plan['from_env']} is recorded for: {', '.join(failed)}")
-    return [f"{i['service']} {i['version']}: smoke passed in {plan['from_env']} ({i['evidence']['smoke'].get('run_id')})"
+    return [f"{i['service']} {i['version']}: smoke passed in {plan['from_env']} ({_recorded(i, 'smoke').get('run_id')})"
             for i in plan["items"]]
 
 
@@ -134,12 +147,15 @@ def gate_scan(plan: dict, config: PlatformConfig, today: date) -> list[str]:
 
     evidence, problems = [], []
     for i in plan["items"]:
-        scan = i["evidence"].get("scan")
+        scan = _mapping(i.get("evidence")).get("scan")
         if not scan:
             problems.append(f"{i['service']} {i['version']}: no scan summary recorded")
             continue
         policy = scan_policy_for(config, i["service"], plan["to_env"])
-        rescan = i["evidence"].get("rescan") or {}
+        rescan = _mapping(i.get("evidence")).get("rescan") or {}
+        if not isinstance(rescan, dict):
+            problems.append(f"{i['service']} {i['version']}: the recorded nightly re-scan is not a record: {str(rescan)[:80]!r}")
+            continue
         if rescan.get("summary"):
             # The nightly re-scan judged the same digest with a newer vulnerability database: its
             # findings supersede the pipeline's, re-judged here so an allow entry added since counts.
@@ -156,8 +172,9 @@ def gate_scan(plan: dict, config: PlatformConfig, today: date) -> list[str]:
                                 f"{', '.join(summary.blocking)} ({summary.describe()})")
             continue
         if rescan.get("passed") is False:
-            problems.append(f"{i['service']} {i['version']}: the nightly re-scan found blocking CVEs: "
-                            f"{', '.join(rescan.get('blocking', []))}")
+            blocking = rescan.get("blocking")
+            ids = ", ".join(map(str, blocking)) if isinstance(blocking, list) else repr(blocking)
+            problems.append(f"{i['service']} {i['version']}: the nightly re-scan found blocking CVEs: {ids}")
             continue
         try:
             summary = reevaluate(scan, policy, today)

@@ -148,30 +148,45 @@ def canonical(value: Any) -> Any:
 # -- validation of what callers ask to write -------------------------------------------
 
 
+def _text(value: Any) -> str:
+    """`value` if it is a string, else '' (which no pattern check accepts): callers pass anything."""
+    return value if isinstance(value, str) else ""
+
+
+def validate_env(config: PlatformConfig, env: str) -> None:
+    if not isinstance(env, str) or env not in config.environments:
+        raise RegistryError(f"env: unknown environment {str(env)[:80]!r}; allowed: {', '.join(config.env_order)}")
+
+
 def validate_request(config: PlatformConfig, env: str, req: DeployRequest) -> None:
-    if env not in config.environments:
-        raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(config.env_order)}")
+    validate_env(config, env)
     allowed = config.services_in(env)
     if req.service not in allowed:
-        raise RegistryError(f"service: {req.service!r} does not run in {env}; allowed: {', '.join(allowed)}")
-    if not VERSION_RE.fullmatch(req.version):
+        raise RegistryError(f"service: {str(req.service)[:80]!r} does not run in {env}; allowed: {', '.join(allowed)}")
+    if not VERSION_RE.fullmatch(_text(req.version)):
         raise RegistryError(
-            f"version: {req.version[:80]!r} is not a version (letters, digits, '.', '_', '+', '-'; at most 128 characters)"
+            f"version: {str(req.version)[:80]!r} is not a version (letters, digits, '.', '_', '+', '-'; at most 128 characters)"
         )
     repository = config.services[req.service].image
-    repo_part, _, digest = req.image.partition("@")
+    repo_part, _, digest = _text(req.image).partition("@")
     if repo_part != repository or not DIGEST_RE.fullmatch(digest):
         raise RegistryError(
-            f"image: {req.image[:120]!r} must be {repository}@sha256:<64 hex digits> (pinned by digest)"
+            f"image: {str(req.image)[:120]!r} must be {repository}@sha256:<64 hex digits> (pinned by digest)"
         )
+    if not isinstance(req.evidence, dict):
+        raise RegistryError(f"evidence: must be a mapping of gate name to its record, got {type(req.evidence).__name__}")
+
+
+def validate_user(field_name: str, value: Any) -> None:
+    if not USER_RE.fullmatch(_text(value)):
+        raise RegistryError(f"{field_name}: {str(value)[:80]!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
 
 
 def validate_actor(by: str, run_id: str, reason: str) -> None:
-    if not USER_RE.fullmatch(by or ""):
-        raise RegistryError(f"deployed_by: {by!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
-    if not run_id or len(run_id) > 250 or any(c in run_id for c in "\r\n\t"):
+    validate_user("deployed_by", by)
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 250 or any(c in run_id for c in "\r\n\t"):
         raise RegistryError("run_id: must be a single-line run id of at most 250 characters")
-    if len(reason) > MAX_REASON or any(ord(c) < 32 and c not in "\n" for c in reason):
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or any(ord(c) < 32 and c not in "\n" for c in reason):
         raise RegistryError(f"reason: at most {MAX_REASON} printable characters")
 
 
@@ -432,14 +447,17 @@ class Registry:
         failed deployment (automatic rollback), `rolled_back` as undone by a person;
         `approved_by` names who approved the rollback where one was needed."""
         validate_actor(by, run_id, reason)
-        if approved_by is not None and not USER_RE.fullmatch(approved_by):
-            raise RegistryError(f"approved_by: {approved_by!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
-        if env not in self.config.environments:
-            raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(self.config.env_order)}")
+        if approved_by is not None:
+            validate_user("approved_by", approved_by)
+        validate_env(self.config, env)
+        if not isinstance(services, list) or not services or not all(isinstance(s, str) for s in services):
+            raise RegistryError(f"services: must be a list of service names; allowed: {', '.join(self.config.services_in(env))}")
+        if len(set(services)) != len(services):
+            raise RegistryError("services: a service is named twice")
         if to_version is not None and len(services) != 1:
             raise RegistryError("to_version: only allowed when rolling back a single service")
-        if to_version is not None and not VERSION_RE.fullmatch(to_version):
-            raise RegistryError(f"to_version: {to_version[:80]!r} is not a version")
+        if to_version is not None and not VERSION_RE.fullmatch(_text(to_version)):
+            raise RegistryError(f"to_version: {str(to_version)[:80]!r} is not a version")
 
         def mutate(state: RegistryState) -> str:
             lines = []
@@ -470,9 +488,17 @@ class Registry:
         left, nothing is committed (the result's sha is None).
         """
         validate_actor(by, run_id, "")
-        for env in updates:
-            if env not in self.config.environments:
-                raise RegistryError(f"env: unknown environment {env!r}; allowed: {', '.join(self.config.env_order)}")
+        if not isinstance(updates, dict):
+            raise RegistryError("updates: must map environment -> service -> {version, [image], evidence...}")
+        for env, services in updates.items():
+            validate_env(self.config, env)
+            if not isinstance(services, dict):
+                raise RegistryError(f"updates.{env}: must map service -> {{version, [image], evidence...}}")
+            for service, update in services.items():
+                if (not isinstance(update, dict) or not isinstance(update.get("version"), str)
+                        or not isinstance(update.get("image", ""), str)):
+                    raise RegistryError(f"updates.{env}.{str(service)[:80]}: must be a mapping with the version "
+                                        "(and optionally the image) the evidence is for, and the evidence")
 
         def mutate(state: RegistryState) -> str | None:
             lines, envs = [], []

@@ -248,9 +248,9 @@ class ScanSummary:
             raise bad(f"expected an object, got {type(data).__name__}")
         if missing := [k for k in _SUMMARY_KEYS if k not in data]:
             raise bad(f"missing key(s) {', '.join(missing)}")
-        if extra := sorted(set(data) - set(_SUMMARY_KEYS)):
+        if extra := sorted(str(k) for k in set(data) - set(_SUMMARY_KEYS)):
             raise bad(f"unknown key(s) {', '.join(extra)}; allowed: {', '.join(_SUMMARY_KEYS)}")
-        if data["threshold"] not in Severity.__members__:
+        if not isinstance(data["threshold"], str) or data["threshold"] not in Severity.__members__:
             raise bad(f"threshold {data['threshold']!r} is not one of {_ALLOWED_SEVERITIES}")
         for key in ("blocking", "allowed", "expired_allowances", "ignored_unfixed"):
             if not isinstance(data[key], list) or not all(isinstance(x, str) for x in data[key]):
@@ -312,7 +312,7 @@ def _check_rows(rows: list, bad) -> None:
     seen = set()
     for n, row in enumerate(rows):
         if (not isinstance(row, dict) or set(row) != set(keys) or not all(isinstance(row[k], str) for k in texts)
-                or not row["id"] or row["severity"] not in Severity.__members__
+                or not row["id"] or not isinstance(row["severity"], str) or row["severity"] not in Severity.__members__
                 or not isinstance(row["fixed"], (str, type(None)))):
             raise bad(f"findings[{n}] must be {{{', '.join(keys)}}} with a Trivy severity"
                       + ("" if legacy else f" (or, as stored before packages were recorded, {{{', '.join(LEGACY_ROW_KEYS)}}})")

@@ -475,8 +475,17 @@ class SandboxCluster:
         ctype = request.content_type
         current = self.store.get(res, ns, name)
         if ctype == "application/json-patch+json":
-            updated = json_patch(current, body)
+            if not isinstance(body, list) or not all(isinstance(op, dict) and isinstance(op.get("path"), str) for op in body):
+                return _error(400, "BadRequest", "a JSON patch must be a list of operations, each with op and path")
+            try:
+                updated = json_patch(current, body)
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+                return _error(422, "Invalid", f"the JSON patch cannot be applied: {type(exc).__name__}: {exc}",
+                              {"name": name, "kind": res.kind, "causes": [{"reason": "FieldValueInvalid",
+                                                                            "message": str(exc), "field": "(patch)"}]})
         else:  # merge-patch and strategic-merge-patch: maps merge, lists are replaced
+            if not isinstance(body, dict):
+                return _error(400, "BadRequest", "a merge patch must be a JSON object")
             updated = merge_patch(current, body)
         if (problem := self._validate(res, _without_status(updated))) is not None:
             return problem
@@ -486,6 +495,8 @@ class SandboxCluster:
 
     async def _put(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         body = await self._body(request)
+        if not isinstance(body, dict):
+            return _error(400, "BadRequest", "the body must be a JSON object")
         if (problem := self._validate(res, _without_status(body))) is not None:
             return problem
         saved = self.store.replace(res, ns, name, body)

@@ -47,10 +47,19 @@ def _schema_cause(error) -> tuple[str, str, str]:
     return _path(error), _REASONS.get(error.validator, "FieldValueInvalid"), error.message.split("\n")[0]
 
 
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _name_causes(obj: dict, rule: re.Pattern, rule_text: str) -> list[tuple[str, str, str]]:
     meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name and not meta.get("generateName"):
+    if not isinstance(meta, dict):
+        return [("metadata", "FieldValueTypeInvalid", f"Invalid value: {meta!r}: must be an object")]
+    name, generate = meta.get("name"), meta.get("generateName")
+    for field, value in (("name", name), ("generateName", generate)):
+        if value is not None and not isinstance(value, str):
+            return [(f"metadata.{field}", "FieldValueTypeInvalid", f"Invalid value: {value!r}: must be a string")]
+    if not name and not generate:
         return [("metadata.name", "FieldValueRequired", "name or generateName is required")]
     if name and not rule.fullmatch(name):
         return [("metadata.name", "FieldValueInvalid", f"Invalid value: {name!r}: {rule_text}")]
@@ -92,7 +101,8 @@ def validate_core(obj: dict) -> None:
     import kubernetes_validate
 
     kind = obj.get("kind", "")
-    name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName", "")
+    meta = _mapping(obj.get("metadata"))
+    name = meta.get("name") or meta.get("generateName", "")
     rule = DNS_LABEL if kind in ("Namespace",) else DNS_SUBDOMAIN
     causes = _name_causes(obj, rule, "a lowercase RFC 1123 name")
     try:
@@ -101,7 +111,7 @@ def validate_core(obj: dict) -> None:
         causes.append(_schema_cause(exc))
     except kubernetes_validate.utils.SchemaNotFoundError:
         causes.append(("kind", "FieldValueNotSupported", f"no schema for {obj.get('apiVersion')}/{kind}"))
-    if kind == "Pod":
+    if kind == "Pod" and not causes:  # the schema has checked the types the pod rules read
         causes += _pod_causes(obj)
     if causes:
         raise Invalid(kind, name, causes)
@@ -121,7 +131,7 @@ def validate_crd(obj: dict) -> None:
     import jsonschema
 
     kind = obj.get("kind", "")
-    name = (obj.get("metadata") or {}).get("name", "")
+    name = _mapping(obj.get("metadata")).get("name", "")
     causes = _name_causes(obj, DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
     schema = _crd_schema(kind)
     body = {k: v for k, v in obj.items() if k != "status"}
@@ -141,7 +151,7 @@ DOWNLOAD_TARGET_KINDS = (
 
 def validate_download_request(obj: dict) -> None:
     causes = _name_causes(obj, DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
-    target = (obj.get("spec") or {}).get("target")
+    target = _mapping(obj.get("spec")).get("target")
     if not isinstance(target, dict):
         causes.append(("spec.target", "FieldValueRequired", "Required value"))
     else:
@@ -151,16 +161,19 @@ def validate_download_request(obj: dict) -> None:
         if not isinstance(target.get("name"), str) or not target.get("name"):
             causes.append(("spec.target.name", "FieldValueRequired", "Required value"))
     if causes:
-        raise Invalid("DownloadRequest", (obj.get("metadata") or {}).get("name", ""), causes)
+        raise Invalid("DownloadRequest", _mapping(obj.get("metadata")).get("name", ""), causes)
 
 
 def validate_application(obj: dict) -> None:
     """Argo CD Applications: no CRD is vendored, so the fields the platform relies on."""
     spec = obj.get("spec") or {}
     causes = _name_causes(obj, DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain")
+    if not isinstance(spec, dict):
+        causes.append(("spec", "FieldValueTypeInvalid", f"Invalid value: {spec!r}: must be an object"))
+        spec = {}
     if not spec.get("destination"):
         causes.append(("spec.destination", "FieldValueRequired", "Required value"))
     if not (spec.get("source") or spec.get("sources")):
         causes.append(("spec.source", "FieldValueRequired", "Required value"))
     if causes:
-        raise Invalid("Application", (obj.get("metadata") or {}).get("name", ""), causes)
+        raise Invalid("Application", _mapping(obj.get("metadata")).get("name", ""), causes)

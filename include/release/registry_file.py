@@ -120,6 +120,8 @@ def load(path: str, text: str | None, schema: type[_Strict]) -> dict:
         raise RegistryFileError(path, mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:  # e.g. a character YAML does not allow; it names its position
         raise RegistryFileError(path, None, f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a value YAML reads but cannot build, e.g. at: 2026-13-45
+        raise RegistryFileError(path, None, f"not valid YAML: a value cannot be read ({exc})") from None
     finally:
         loader.dispose()
     if data is None:

@@ -53,7 +53,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -731,8 +731,8 @@ def scenario_e(stack: Stack, result: Result) -> None:
         broken_tip = stack.tip()
         result.injected.append(f"versions.yaml: {kind}")
         shown = stack.release_cli("registry", "show")
-        result.notes.append(f"[{kind}] registry show exit {shown.returncode}: "
-                            f"{(shown.stderr or shown.stdout).strip().splitlines()[-1:] or ['(nothing)']}")
+        said = " ".join((shown.stderr if shown.returncode else "").split())
+        result.notes.append(f"[{kind}] registry show exit {shown.returncode}" + (f": {said[:300]}" if said else ""))
         exp = pipeline(stack, "service-c", f"3.0.{n}", 10 + n)
         exp.should = "failed"
         result.runs.append(exp)
@@ -799,7 +799,7 @@ def table(results: list[Result]) -> str:
             failed = f"suite error: {r.error}; {failed}"
         rows.append(f"| {r.name}. {r.title} | {'; '.join(r.injected) or '-'} | {r.completed}/{len(r.runs)} | "
                     f"{failed.replace('|', '/')} | {r.writes_lost} | {r.duplicates} | {r.orphans} | "
-                    f"{'yes' if r.ok else 'NO'} |")
+                    f"{'yes' if r.ok else 'NO: ' + '; '.join(dict.fromkeys(w for w, ok in r.checks if not ok)).replace('|', '/')} |")
     return "\n".join(rows)
 
 
@@ -857,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nFigures ({time.monotonic() - t_start:.0f} s in all; `make chaos`):\n")
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps([r.__dict__ | {"ok": r.ok} for r in results], indent=2, default=str))
+        args.json.write_text(json.dumps([asdict(r) | {"ok": r.ok} for r in results], indent=2))
     if args.keep or not all(r.ok for r in results):
         print(f"\nlogs and state kept in {workdir}")
     else:

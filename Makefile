@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install install-dev bench clean check-stack
+.PHONY: run test install install-dev bench chaos clean check-stack
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: install-dev
 	$(PY) bench/registry.py
 	$(PY) bench/parse.py
 	$(PY) bench/affected.py
+
+# The fault suite: the stack of `make run` on a free port, one injected fault per scenario
+# (bench/faults.py says which), and the figures the README's Reliability section shows.
+# CHAOS_ARGS=--only a,b runs some of them. About 20 minutes; stops everything it started.
+chaos: install-dev
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/faults.py $(CHAOS_ARGS)
 
 # The full-stack and production files, checked offline (also part of make test).
 check-stack: install-dev

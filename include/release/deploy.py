@@ -314,8 +314,8 @@ def task_apply(env: str):
         """Check the change set (config, registry, the calling run, its approval), then make
         the one GitOps commit and start the rollout."""
         from release import outcome
-        from release.registry import DeployRequest, Registry
-
+        from release.gitops import GitOpsError
+        from release.registry import Registry
         from release.registry_file import RegistryFileError
 
         config = _config()
@@ -329,32 +329,45 @@ def task_apply(env: str):
             _refuse(str(exc))
         except RegistryFileError as exc:  # a hand edit broke the registry: nothing is written over it
             outcome.fail_task(f"nothing was written to {env}: cannot read the registry: {exc}")
-        before = registry.state(env)
-        replaced = {s: before[s].version if s in before else None for s in change.services}
-        where = f"{context['dag'].dag_id}/{context['run_id']}"
-        if change.kind == "rollback":
-            item = change.items[0]
-            result = registry.record_rollback(env, [item.service], by=change.requester, run_id=change.caller.run_id,
-                                              reason=change.reason, to_version=item.version, outcome="rolled_back",
-                                              approved_by=approver)
-        else:
-            requests = []
-            for item in change.items:
-                extra = {"deploy_run": where, **({"approved_by": approver} if approver else {})}
-                if change.kind == "promotion":
-                    base = {k: v for k, v in evidence[item.service].items() if k not in ("approved_by", "deploy_run")}
-                    extra |= {"promoted_from": change.from_env, "smoke": None}
-                else:
-                    base = pipeline_evidence(config, env, item.service, caller_evidence[item.service])
-                requests.append(DeployRequest(item.service, item.version, item.image, {**base, **extra}))
-            result = registry.record_deployment(env, requests, by=change.requester, run_id=change.caller.run_id,
-                                                reason=change.reason)
-        print(f"one commit {result.sha} in {env}: {change.describe()} ({change.kind} by {change.requester}"
-              + (f", approved by {approver}" if approver else "") + f"); {start_rollout(config, env, result.sha)}")
-        outcome.record(context["ti"], f"committed {change.describe()} to {env}, commit {result.sha[:12]}; rolling out")
-        return {"gitops_commit": result.sha, "approved_by": approver, "replaced": replaced,
-                "change": change.model_dump()}
+        try:
+            applied = commit_change(registry, change, env, approver, evidence, caller_evidence, config, context)
+        except GitOpsError as exc:  # the remote unreachable, or never free: bounded retries are spent
+            outcome.fail_task(f"nothing was written to {env}: {exc}")
+        outcome.record(context["ti"], f"committed {change.describe()} to {env}, commit {applied['gitops_commit'][:12]}; "
+                                      "rolling out")
+        return applied
     return apply
+
+
+def commit_change(registry, change: ChangeSet, env: str, approver: str | None, evidence: dict, caller_evidence: dict,
+                  config: PlatformConfig, context) -> dict:
+    """The one GitOps commit of a checked change set, then the start of its rollout."""
+    from release.registry import DeployRequest
+
+    before = registry.state(env)
+    replaced = {s: before[s].version if s in before else None for s in change.services}
+    where = f"{context['dag'].dag_id}/{context['run_id']}"
+    if change.kind == "rollback":
+        item = change.items[0]
+        result = registry.record_rollback(env, [item.service], by=change.requester, run_id=change.caller.run_id,
+                                          reason=change.reason, to_version=item.version, outcome="rolled_back",
+                                          approved_by=approver)
+    else:
+        requests = []
+        for item in change.items:
+            extra = {"deploy_run": where, **({"approved_by": approver} if approver else {})}
+            if change.kind == "promotion":
+                base = {k: v for k, v in evidence[item.service].items() if k not in ("approved_by", "deploy_run")}
+                extra |= {"promoted_from": change.from_env, "smoke": None}
+            else:
+                base = pipeline_evidence(config, env, item.service, caller_evidence[item.service])
+            requests.append(DeployRequest(item.service, item.version, item.image, {**base, **extra}))
+        result = registry.record_deployment(env, requests, by=change.requester, run_id=change.caller.run_id,
+                                            reason=change.reason)
+    print(f"one commit {result.sha} in {env}: {change.describe()} ({change.kind} by {change.requester}"
+          + (f", approved by {approver}" if approver else "") + f"); {start_rollout(config, env, result.sha)}")
+    return {"gitops_commit": result.sha, "approved_by": approver, "replaced": replaced,
+            "change": change.model_dump()}
 
 
 def pipeline_evidence(config: PlatformConfig, env: str, service: str, facts: dict) -> dict:

@@ -213,3 +213,38 @@ def test_sandbox_command_serves_a_kubeconfig_clients_accept(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _control(sandbox, method: str, path: str, body=None, token: str | None = "sandbox-token"):
+    req = urllib.request.Request(sandbox.url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_harness_outside_the_process_steers_the_scenario_and_reads_the_requests(sandbox, core):
+    """`make chaos` drives the sandbox of a running `make run`: it swaps the scenario (faults count
+    afresh) and reads which pods clients asked for, with their labels, over the sandbox's own API."""
+    faults = {"faults": [{"match": {"method": "POST", "path": "/api/v1/namespaces/default/pods"}, "status": 503}]}
+    assert _control(sandbox, "PUT", "/_sandbox/scenario", faults)[0] == 200
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod("default", pod("first", {"try_number": "1"}))
+    assert refused.value.status == 503
+    core.create_namespaced_pod("default", pod("second", {"try_number": "1"}))  # the fault's one count is spent
+    assert _control(sandbox, "PUT", "/_sandbox/scenario", faults)[0] == 200  # a new scenario: counts start over
+    with pytest.raises(client.ApiException):
+        core.create_namespaced_pod("default", pod("third"))
+
+    status, body = _control(sandbox, "GET", "/_sandbox/requests")
+    creates = [(r["name"], r["labels"], r["status"]) for r in body["requests"] if r["method"] == "POST"]
+    # (a request a fault refused was answered before its body was read)
+    assert status == 200 and creates == [(None, {}, 503), ("second", {"try_number": "1"}, 201), (None, {}, 503)]
+    # A scenario it cannot take is refused naming what is wrong, and the current one stays.
+    status, body = _control(sandbox, "PUT", "/_sandbox/scenario", {"faults": [{"status": 404}]})
+    assert status == 422 and "faults.0.status" in body["message"]
+    assert sandbox.scenario.faults[0].status == 503
+    # Like every other path, it needs the sandbox's token.
+    assert _control(sandbox, "GET", "/_sandbox/requests", token=None)[0] == 401

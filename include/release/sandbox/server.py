@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 TOKEN = "sandbox-token"  # not a secret: the sandbox only listens on 127.0.0.1
 SANDBOX_LABEL = "SANDBOX: simulated Kubernetes cluster; nothing real is built or deployed"
 STORAGE_PREFIX = "/velero-storage/"
+CONTROL_PREFIX = "_sandbox"  # GET /_sandbox/requests, PUT /_sandbox/scenario (see _control)
 BASE_NAMESPACES = ("default", "kube-system", "argocd", "velero")
 DROP_AFTER = web.RequestKey("drop_after", float)  # a fault that cuts this watch short
 RECEIVED_BODY = web.RequestKey("received_body", object)  # the JSON a write sent, for `requests`
@@ -356,6 +357,8 @@ class SandboxCluster:
             return web.Response(text="ok")
         if request.path.startswith(STORAGE_PREFIX):
             return self._storage_file(request.path[len(STORAGE_PREFIX):])
+        if parts[:1] == [CONTROL_PREFIX]:
+            return await self._control(request, parts[1:])
         if parts == ["api"]:
             return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         if parts == ["apis"]:
@@ -408,6 +411,30 @@ class SandboxCluster:
             return _error(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{exc}": the object has been modified; please apply your changes to the latest version and try again', {"name": str(exc), "kind": res.plural})
         except SelectorError as exc:
             return _error(400, "BadRequest", str(exc))
+
+    async def _control(self, request: web.Request, rest: list[str]) -> web.Response:
+        """The sandbox's own API, for a harness driving a running sandbox from outside its process
+        (`make chaos`): `GET /_sandbox/requests` lists what clients asked (a write's name and
+        labels, not its body); `PUT /_sandbox/scenario` replaces the scenario, its fault counts
+        start over (artifact sources stay relative to the current scenario's folder)."""
+        if rest == ["requests"] and request.method == "GET":
+            def summary(r: RecordedRequest) -> dict:
+                meta = r.body.get("metadata") if isinstance(r.body, dict) else None
+                meta = meta if isinstance(meta, dict) else {}
+                return {"method": r.method, "path": r.path, "watch": _truthy(r.query.get("watch")),
+                        "status": r.status, "at": r.at, "name": meta.get("name"), "labels": meta.get("labels") or {}}
+            return web.json_response({"requests": [summary(r) for r in list(self.requests)]})
+        if rest == ["scenario"] and request.method == "PUT":
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                return _error(400, "BadRequest", "the body must be a scenario object")
+            body.setdefault("base_dir", str(self.scenario.base_dir) if self.scenario.base_dir else None)
+            try:
+                self.scenario = Scenario.model_validate(body)
+            except ValueError as exc:
+                return _error(422, "Invalid", f"not a scenario: {exc}")
+            return web.json_response(self.scenario.model_dump(mode="json"))
+        return _error(404, "NotFound", "the server could not find the requested resource")
 
     def _groups(self) -> dict:
         groups = {}

@@ -230,10 +230,14 @@ def run_planner(planner, context) -> dict:
 
     config = _config()
     requester = getattr(context["dag_run"], "triggering_user_name", None) or ""
+    from release.registry_file import RegistryFileError
+
     try:
         plan = planner(dict(context["params"]), config, Registry.from_config(config).snapshot(), requester)
     except PromotionError as exc:
         _refuse(str(exc))
+    except RegistryFileError as exc:  # a hand edit broke the registry: fix or revert it by a commit
+        _fail(f"cannot read the registry: {exc}")
     print(f"{plan['subject']}\n{plan['body']}")
     return plan
 

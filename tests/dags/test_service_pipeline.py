@@ -133,6 +133,33 @@ def test_pods_the_cluster_received_are_hardened(world, sandbox):
     assert all(isinstance(a, str) for p in pods.values() for a in p["spec"]["containers"][0]["args"])
 
 
+def test_a_registry_broken_by_a_hand_edit_stops_the_deploy_naming_file_and_line(world, sandbox, deploy_runs):
+    """Someone edited registry/versions.yaml by hand and broke it: deploy-dev writes nothing over
+    it, and both runs' notes name the file and the line to fix."""
+    import git
+
+    sandbox.scenario = scenario()
+    with world.store.checkout() as tree:
+        repo = git.Repo(tree)
+        path = tree / "registry" / "versions.yaml"
+        lines = path.read_text().splitlines()
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith("version:"))
+        lines[at] = lines[at].split("version:")[0] + "version: [1]"
+        path.write_text("\n".join(lines) + "\n")
+        repo.git.commit("-qam", "hand edit")
+        repo.git.push("-q", "origin", "HEAD:main")
+        broken = repo.head.commit.hexsha
+    dagrun, states = run({})
+    assert dagrun.state == "failed" and states["hand_over"] == "failed", states
+    [(deploy_dag, deploy_run)] = deploy_runs
+    state, note, tasks = deploy_result(deploy_dag, deploy_run)
+    assert tasks["apply"] == "failed" and tasks["converge"] == "upstream_failed", tasks
+    expected = f"nothing was written to dev: cannot read the registry: registry/versions.yaml, line {at + 1}: "
+    assert state == "failed" and note.startswith(expected) and "must be a string" in note, note
+    assert last_run("service-a-pipeline")[1].startswith(expected)
+    assert git.Repo(world.store.url.removeprefix("file://")).commit("main").hexsha == broken  # nothing written
+
+
 def test_blocking_scan_stops_at_the_gate(world, sandbox):
     sandbox.scenario = scenario(report="alpine-39.json")  # 2 CRITICAL
     before = world.snapshot()

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from release.gitops import ensure_local_repo
 from release.registry import Registry

@@ -463,6 +463,11 @@ def prod_promotion(api: Api, stack: MakeRun, timeout: float) -> dict[str, float]
     api.request(f"{ti_path}/-1/hitlDetails", "bob", {"chosen_options": ["Approve"]}, "PATCH")
     answered = now()
     run = api.wait("promote", run_id, timeout)
+    if run["state"] != "success":
+        # Seen once: bob answered within a second of the request appearing and Airflow's defer race
+        # failed approve_prod: a stale "success" of its parking, nothing handed over.
+        tis = {ti["task_id"]: ti["state"] for ti in api.task_instances("promote", run_id)}
+        raise SystemExit(f"promote to prod run {run_id} {run['state']}: {run.get('note')}; tasks {tis}")
     deploy_id = f"promote.{run_id}"
     tis = {ti["task_id"]: ti for ti in api.task_instances("deploy-prod", deploy_id)}
     ptis = {ti["task_id"]: ti for ti in api.task_instances("promote", run_id)}

@@ -99,7 +99,14 @@ class ApprovalByOthers(ApprovalOperator):
     """ApprovalOperator for `approvers` other than the run's requester; Reject fails it."""
 
     def __init__(self, *, approvers: list[str], action: str = "run", **kwargs: Any):
+        from release.pods import INFRASTRUCTURE_RETRIES
+
         kwargs.setdefault("fail_on_reject", True)
+        # A rejection, no answer in time or a requester who is the only approver fail at once
+        # (AirflowFailException). Any other failure is the platform's: Airflow's defer race can
+        # fail the task when an answer comes within a second of the request; the retry, seconds
+        # later, asks again instead of failing the run.
+        kwargs = INFRASTRUCTURE_RETRIES | kwargs
         super().__init__(assigned_users=[{"id": a, "name": a} for a in approvers], **kwargs)
         self.approvers = list(approvers)
         self.action = action

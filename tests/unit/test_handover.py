@@ -83,3 +83,15 @@ def test_the_caller_ends_with_the_deploy_runs_outcome_linked():
     ti = TI()  # a deploy run that recorded nothing (failed before its report) still fails the caller
     with pytest.raises(AirflowFailException, match="deploy-prod run failed"):
         operator().execute_complete({"ti": ti}, event("failed"))
+
+
+def test_an_approval_fails_for_good_only_when_a_person_decided_so():
+    """Rejections, timeouts and a lone requester fail without retry (AirflowFailException); a
+    failure of the platform's own (the defer race when an answer comes within a second) is retried
+    seconds later, asking again, instead of failing the run."""
+    from datetime import timedelta
+
+    from release.approval import ApprovalByOthers
+
+    approve = ApprovalByOthers(task_id="approve_prod", subject="s", approvers=["alice", "bob"])
+    assert approve.retries == 2 and approve.retry_delay <= timedelta(seconds=5)

@@ -19,7 +19,6 @@ API_FAULTS = Path(__file__).resolve().parents[2] / "include" / "release" / "sand
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.timeout(180)
 def test_a_pipeline_rides_out_api_faults_and_an_evicted_build(world, sandbox, config):  # noqa: F811
     faults = yaml.safe_load(API_FAULTS.read_text())
     base = scenario()

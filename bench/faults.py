@@ -60,6 +60,7 @@ import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]  # tests.e2e.test_make_run, for its REST call
 BASE_SCENARIO = ROOT / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
 API_FAULTS = BASE_SCENARIO.parent / "api-faults.yaml"  # scenario b's faults, shared with its short test
 ORDER = "bcadef"
@@ -181,16 +182,9 @@ class Stack:
         return self._tokens[user]
 
     def call(self, method: str, path: str, user: str | None = "admin", body=None, timeout: float = 30) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json"}
-        if user:
-            headers["Authorization"] = f"Bearer {self.token(user)}"
-        req = urllib.request.Request(self.base + path, method=method, headers=headers,
-                                     data=json.dumps(body).encode() if body is not None else None)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, {"detail": exc.read().decode(errors="replace")}
+        from tests.e2e.test_make_run import call  # the e2e test's REST call: JSON in and out, errors as (status, detail)
+
+        return call(self.base + path, self.token(user) if user else None, body, method, timeout)
 
     def get(self, path: str, default=None, user: str = "admin"):
         """GET that rides out a busy API server: None after 3 failed tries."""

@@ -30,12 +30,12 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from release.config import PlatformConfig
+from release.config import PlatformConfig, _Strict
+from release.promote import NAME_RE
 from release.registry import DIGEST_RE, MAX_REASON, USER_RE, VERSION_RE
 
-NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 RUN_ID_RE = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 Kind = Literal["pipeline", "promotion", "rollback"]
 # The DAG that may ask for each kind of change.
@@ -44,10 +44,6 @@ CALLERS: dict[str, str] = {"promotion": "promote", "rollback": "rollback"}  # pi
 
 class ChangeRefused(ValueError):
     """The change set must not be applied; the message names the field and what is allowed."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ChangeItem(_Strict):
@@ -272,7 +268,9 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
                             "only a running pipeline, promote or rollback run hands over a change")
     triggered_by = getattr(run, "triggering_user_name", None) or ""
     if change.kind == "pipeline":
-        triggered_by = triggered_by if USER_RE.fullmatch(triggered_by) else "release-platform"
+        from release.pipeline import pipeline_requester
+
+        triggered_by = pipeline_requester(triggered_by)
     if change.requester != triggered_by:
         raise ChangeRefused(f"change.requester: {change.requester!r} did not trigger {caller.dag_id} run "
                             f"{caller.run_id}; {triggered_by or 'no user'} did")

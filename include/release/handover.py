@@ -38,6 +38,7 @@ class HandOver(TriggerDagRunOperator):
 
     def __init__(self, *, change_set: Callable[[dict], dict], **kwargs: Any):
         kwargs.setdefault("task_id", "hand_over")
+        # trigger_dag_id is set in execute, from the change set's env ("deploy-<env>").
         super().__init__(trigger_dag_id="deploy-", wait_for_completion=True, deferrable=True, poke_interval=1,
                          allowed_states=["success"], failed_states=["failed"], **kwargs)
         self.change_set = change_set

@@ -118,19 +118,25 @@ def task_chart_validate(service: str) -> list[str]:
     return checked
 
 
+def pipeline_requester(triggering_user: str | None) -> str:
+    """Who a pipeline's deployment is recorded as by: the user who triggered the run, or the
+    platform itself (release-dispatch, a webhook, or a name the registry cannot record)."""
+    from release.registry import USER_RE
+
+    return triggering_user if triggering_user and USER_RE.fullmatch(triggering_user) else "release-platform"
+
+
 def change_set(service: str):
     """What `hand_over` gives deploy-<first env>: the digest this run built and scanned. The
     deploy run reads the scan and the digest from this run's own records again, not from here."""
     def build(context) -> dict:
         from release.config import load_config
-        from release.registry import USER_RE
 
         ti = context["ti"]
         facts = ti.xcom_pull(task_ids="validate")
-        by = getattr(context["dag_run"], "triggering_user_name", None) or "release-platform"
         return {"kind": "pipeline", "env": load_config().env_order[0],
                 "items": [{"service": service, "version": facts["version"], "image": ti.xcom_pull(task_ids="image_ref")}],
-                "requester": by if USER_RE.fullmatch(by) else "release-platform",
+                "requester": pipeline_requester(getattr(context["dag_run"], "triggering_user_name", None)),
                 "reason": f"pipeline of {facts['ref']}", "caller": {"dag_id": ti.dag_id, "run_id": ti.run_id}}
     return build
 

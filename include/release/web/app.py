@@ -1,0 +1,20 @@
+"""One FastAPI app for everything the platform serves over HTTP, mounted at /release.
+
+One app rather than one per feature: Starlette matches mounts by prefix in order, so a second
+app under /release/... would be shadowed by, or shadow, the first. Each feature adds its
+APIRouter here.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Release platform",
+        description="Webhooks in, release state and metrics out.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    return app

@@ -1,0 +1,12 @@
+"""Serve the platform's HTTP endpoints (release.web) on Airflow's API server, under /release."""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from release.web.app import create_app
+
+
+class ReleaseWebPlugin(AirflowPlugin):
+    name = "release_web"
+    fastapi_apps = [{"app": create_app(), "url_prefix": "/release", "name": "Release platform"}]

@@ -23,7 +23,7 @@ RUN install -d -o airflow -g 0 /opt/airflow/include/release_platform.egg-info \
         /opt/airflow/config /opt/airflow/data /opt/airflow/kube
 # Numeric, so Kubernetes can verify runAsNonRoot from the image alone.
 USER 50000
-# Editable on purpose: release.config finds platform.yaml and the GitOps template next to the
+# Editable on purpose: release.domain.config finds platform.yaml and the GitOps template next to the
 # package in include/, which a regular install into site-packages would leave behind.
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow \
  && python -m release config check

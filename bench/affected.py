@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
-from release.affected import AffectedIndex, naive_affected, validate_paths  # noqa: E402
+from release.domain.affected import AffectedIndex, naive_affected, validate_paths  # noqa: E402
 
 TARGET = 10.0
 TEAMS = [f"team-{t}" for t in range(40)]

@@ -13,7 +13,7 @@ only over REST, as alice and bob would:
 
 For 1 and 3 (the calling run and its deploy run together) it prints the run's wall time, its
 critical path (the longest chain of simulated work in make run's sandbox scenario,
-include/release/sandbox/scenarios/make-run.yaml: each pod's schedule and run time, the Argo CD
+include/sandbox/scenarios/make-run.yaml: each pod's schedule and run time, the Argo CD
 Application's sync delay for `converge`; the mapped smoke pods run side by side), their ratio,
 the scheduling overhead per task (from the end of its latest upstream, or its run's start, to its
 start: median and max), and the five largest gaps among those and the hand-over's own: calling
@@ -79,7 +79,7 @@ def dag_model(home: Path, dag_ids: list[str]) -> dict[str, dict[str, Task]]:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from release.sandbox import Scenario
+    from sandbox import Scenario
 
     scenario = Scenario.load(SCENARIO)
     dags = {}
@@ -370,7 +370,7 @@ def measured_pair(api: Api, model, logs: Path, name: str, dag_id: str, run_id: s
                   timeout: float) -> Measured:
     """Wait for a run, then read it and the `deploy-<env>` run it handed over to."""
     run = api.wait(dag_id, run_id, timeout)
-    deploy_dag, deploy_id = f"deploy-{env}", f"{dag_id}.{run_id}"  # release.handover.handover_run_id
+    deploy_dag, deploy_id = f"deploy-{env}", f"{dag_id}.{run_id}"  # release.flows.handover.handover_run_id
     drun = api.run(deploy_dag, deploy_id)
     measured = analyse(name, model, (run, api.task_instances(dag_id, run_id)),
                        (drun, api.task_instances(deploy_dag, deploy_id)))

@@ -1,6 +1,6 @@
 """rollback: put a service back on an earlier version in one environment (Airflow DAG)."""
 
-from release.config import load_config
-from release.rollback import build_rollback_dag
+from release.domain.config import load_config
+from release.flows.rollback import build_rollback_dag
 
 rollback = build_rollback_dag(load_config())  # a broken config fails here, named in the UI

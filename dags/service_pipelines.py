@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import get_parsing_context
 
-from release.config import load_config
-from release.pipeline import build_pipeline_dag
+from release.domain.config import load_config
+from release.flows.pipeline import build_pipeline_dag
 
 CONFIG = load_config()  # a broken config fails here, as an import error named in the UI
 

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from release.assets import REGISTRY
-from release.config import load_config
-from release.notify import on_failure
+from release.flows.assets import REGISTRY
+from release.domain.config import load_config
+from release.flows.notify import on_failure
 
 CONFIG = load_config()  # a broken config fails here, as an import error named in the UI
 
@@ -41,9 +41,10 @@ the run fails at once naming the file and the line, and commits nothing.
 def umbrella_chart():
     @task(retries=2)
     def reconcile() -> dict:
-        from release import outcome, umbrella
-        from release.config import load_config
-        from release.registry import Registry, RegistryFileError
+        from release.flows import outcome
+        from release.gitops import umbrella
+        from release.domain.config import load_config
+        from release.domain.registry import Registry, RegistryFileError
 
         registry = Registry.from_config(load_config())
         try:

@@ -1,4 +1,4 @@
-"""Every finished run's note says what it did (see release.outcome).
+"""Every finished run's note says what it did (see release.flows.outcome).
 
 The task that decides a run's outcome records it; this listener, called where the run's state
 is decided (the scheduler, the API when someone marks a run, `dag.test()`), writes it as the
@@ -26,7 +26,7 @@ class RunNotes:
 
     @staticmethod
     def _write(dag_run) -> None:
-        from release.outcome import write_note
+        from release.flows.outcome import write_note
 
         try:
             note = write_note(dag_run)

@@ -144,7 +144,7 @@ if ! status=$(python -m release cluster status); then
   rm -f "$kubeconfig"
   # RELEASE_SANDBOX_SCENARIO: another scenario file (pod outcomes, Argo CD delays, faults).
   python scripts/supervise.py --grace 5 -- python -m release sandbox --kubeconfig "$kubeconfig" \
-    --scenario "${RELEASE_SANDBOX_SCENARIO:-include/release/sandbox/scenarios/make-run.yaml}" > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
+    --scenario "${RELEASE_SANDBOX_SCENARIO:-include/sandbox/scenarios/make-run.yaml}" > "$AIRFLOW_HOME/sandbox.log" 2>&1 &
   sandbox=$!
   for _ in $(seq 1 150); do [ -s "$kubeconfig" ] || ! kill -0 "$sandbox" 2>/dev/null && break; sleep 0.2; done
   [ -s "$kubeconfig" ] || { cat "$AIRFLOW_HOME/sandbox.log"; stop 1; }

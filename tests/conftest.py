@@ -32,12 +32,12 @@ os.environ.update(
 )
 os.environ.pop("RELEASE_PLATFORM_CONFIG", None)
 
-from release.config import PlatformConfig, load_config  # noqa: E402
-from release.gitops import GitOpsStore  # noqa: E402
-from release.registry import Registry  # noqa: E402
+from release.domain.config import PlatformConfig, load_config  # noqa: E402
+from release.gitops.store import GitOpsStore  # noqa: E402
+from release.domain.registry import Registry  # noqa: E402
 from tests.helpers import make_gitops_repo  # noqa: E402
 
-pytest_plugins = ["release.sandbox.pytest_plugin"]
+pytest_plugins = ["sandbox.pytest_plugin"]
 
 
 def pytest_sessionfinish(session, exitstatus):

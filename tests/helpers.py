@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from release import umbrella
-from release.config import GITOPS_TEMPLATE_DIR, PlatformConfig
-from release.gitops import create_bare_repo, local_repo_url
-from release.registry import DeployRequest, RegistryState
+from release.gitops import umbrella
+from release.domain.config import GITOPS_TEMPLATE_DIR, PlatformConfig
+from release.gitops.store import create_bare_repo, local_repo_url
+from release.domain.registry import DeployRequest, RegistryState
 
 
 def digest(char: str) -> str:
@@ -44,7 +44,7 @@ def many_services(tmp: Path, count: int) -> tuple[PlatformConfig, Path]:
 
     import yaml
 
-    from release.config import DEFAULT_CONFIG_PATH, parse_config
+    from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
 
     template = tmp / "template"
     shutil.copytree(GITOPS_TEMPLATE_DIR, template, symlinks=True)
@@ -130,9 +130,9 @@ def assert_pods_meet_restricted(sandbox, steps: set[str] | None = None) -> list[
     runs pinned images; the build pod departs from it exactly where the declared rootless-BuildKit
     exception says (no more, no less) and says why on the pod. With `steps`, those steps must be
     among the pods. Returns the pods."""
-    from release.config import pinned_image_ref
-    from release.pod_security import CONTAINER_LISTS, declared_departures, restricted_violations
-    from release.steps import BUILDKIT_EXCEPTION
+    from release.domain.config import pinned_image_ref
+    from release.k8s.pod_security import CONTAINER_LISTS, declared_departures, restricted_violations
+    from release.k8s.steps import BUILDKIT_EXCEPTION
 
     pods = sandbox.received("pods")
     assert pods, "the sandbox received no pod"

@@ -157,7 +157,7 @@ def cluster_init() -> None:
     from kubernetes.config import new_client_from_config_dict
     from kubernetes.dynamic import DynamicClient
 
-    from release.config import load_config
+    from release.domain.config import load_config
 
     platform = load_config()
     admin = admin_kubeconfig(Path(os.environ["K3S_ADMIN_KUBECONFIG"]), os.environ["K3S_SERVER"])

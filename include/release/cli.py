@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _config_check(args) -> int:
-    from release.config import ConfigError, load_config
+    from release.domain.config import ConfigError, load_config
 
     try:
         load_config(args.file)
@@ -22,8 +22,8 @@ def _config_check(args) -> int:
 
 def _registry(config):
     """The registry the config names; a local repository that was never created is said so at once."""
-    from release.gitops import GitOpsError, default_repo_path
-    from release.registry import Registry
+    from release.gitops.store import GitOpsError, default_repo_path
+    from release.domain.registry import Registry
 
     if not config.gitops.url and not (default_repo_path() / "HEAD").exists():
         raise GitOpsError(f"no GitOps repository at {default_repo_path()}; create it with "
@@ -32,7 +32,7 @@ def _registry(config):
 
 
 def _registry_show(args) -> int:
-    from release.config import load_config
+    from release.domain.config import load_config
 
     config = load_config()
     envs = [args.env] if args.env else config.env_order
@@ -64,8 +64,8 @@ def _registry_read(command):
     """A registry command that explains, and exits 1, when the registry cannot be read: a file
     broken by a hand edit (which file, which line, what) or an unreachable GitOps remote."""
     def run(args) -> int:
-        from release.gitops import GitOpsError
-        from release.registry import RegistryFileError
+        from release.gitops.store import GitOpsError
+        from release.domain.registry import RegistryFileError
 
         try:
             return command(args)
@@ -92,7 +92,7 @@ def _iso_time(text: str) -> str:
 
 
 def _registry_history(args) -> int:
-    from release.config import load_config
+    from release.domain.config import load_config
 
     entries = _registry(load_config()).history(
         service=args.service, env=args.env, since=args.since, until=args.until
@@ -109,8 +109,8 @@ def _registry_history(args) -> int:
 
 
 def _gitops_init(args) -> int:
-    from release.config import load_config
-    from release.gitops import default_repo_path, ensure_local_repo
+    from release.domain.config import load_config
+    from release.gitops.store import default_repo_path, ensure_local_repo
 
     config = load_config()
     if config.gitops.url:
@@ -125,9 +125,9 @@ def _sandbox(args) -> int:
     import signal
     import threading
 
-    from release.config import ConfigError, data_dir, load_config
-    from release.sandbox import SANDBOX_LABEL, SandboxCluster, Scenario
-    from release.sandbox.seed import prepare
+    from release.domain.config import ConfigError, data_dir, load_config
+    from sandbox import SANDBOX_LABEL, SandboxCluster, Scenario
+    from sandbox.seed import prepare
 
     try:
         config = load_config()
@@ -159,8 +159,8 @@ def _sandbox(args) -> int:
 
 
 def _cluster_status(args) -> int:
-    from release.config import load_config
-    from release.sandbox.mode import real_cluster_reason
+    from release.domain.config import load_config
+    from sandbox.mode import real_cluster_reason
 
     reason = real_cluster_reason(load_config())
     print(f"real cluster configured: {reason}" if reason else "no cluster configured")
@@ -168,8 +168,8 @@ def _cluster_status(args) -> int:
 
 
 def _cluster_sandbox_env(args) -> int:
-    from release.config import load_config
-    from release.sandbox.mode import sandbox_environment, shell_exports
+    from release.domain.config import load_config
+    from sandbox.mode import sandbox_environment, shell_exports
 
     print(shell_exports(sandbox_environment(load_config(), args.kubeconfig.resolve())))
     return 0
@@ -179,8 +179,8 @@ def _pools_sync(args) -> int:
     """Create or resize the Airflow pools the config asks for (the metadata DB must exist)."""
     from airflow.models.pool import Pool
 
-    from release import steps
-    from release.config import load_config
+    from release.k8s import steps
+    from release.domain.config import load_config
 
     config = load_config()
     # Build, scan and helm pods wait deferred (in the triggerer), so every pool counts deferred
@@ -198,8 +198,8 @@ def _pools_sync(args) -> int:
 def _affected(args) -> int:
     import json
 
-    from release.affected import AffectedIndex, validate_paths
-    from release.config import load_config
+    from release.domain.affected import AffectedIndex, validate_paths
+    from release.domain.config import load_config
 
     text = sys.stdin.read() if str(args.paths_file) == "-" else args.paths_file.read_text(encoding="utf-8")
     try:
@@ -214,8 +214,8 @@ def _affected(args) -> int:
 def _backups(args) -> int:
     from tabulate import tabulate
 
-    from release.backups import read_records
-    from release.config import load_config
+    from release.flows.backups import read_records
+    from release.domain.config import load_config
 
     config = load_config()
     if args.env and args.env not in config.environments:

@@ -37,7 +37,7 @@ def test_house_rules(bag):
 
 
 def test_every_task_of_every_dag_notifies_when_it_fails(bag):
-    from release.notify import FailureNotifier
+    from release.flows.notify import FailureNotifier
 
     for dag_id, dag in bag.dags.items():
         for task in dag.tasks:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from release.gitops import ensure_local_repo
-from release.registry import Registry
+from release.gitops.store import ensure_local_repo
+from release.domain.registry import Registry
 from tests.dags.test_promote import as_user, last_run, override_config, promote, release, world  # noqa: F401 - shared fixtures
 from tests.dags.test_rollback import rollback, staging  # noqa: F401 - shared fixtures
 from tests.dags.test_service_pipeline import NEW_DIGEST, run, scenario
@@ -98,7 +98,7 @@ def replay_with_real_helm(pod: dict, gitops_url: str, tmp_path: Path) -> list[di
     import git
     import helm_python as helm
 
-    from release.charts import render_objects
+    from release.gitops.charts import render_objects
 
     init = {c["name"]: c for c in pod["spec"]["initContainers"]}
     workspace = tmp_path / "workspace"
@@ -280,7 +280,7 @@ def test_rollback_in_a_helm_environment_deploys_the_rollback_commit_with_helm(
 
 
 def _config_with(helm: dict):
-    from release.config import DEFAULT_CONFIG_PATH, parse_config
+    from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     raw["environments"]["staging"].update(deploy_strategy="helm", helm=helm)
@@ -296,7 +296,7 @@ def _config_with(helm: dict):
                         "service_account, gitops_secret"),
 ])
 def test_bad_helm_settings_are_refused_naming_the_key(helm, message):
-    from release.config import ConfigError
+    from release.domain.config import ConfigError
 
     with pytest.raises(ConfigError) as exc:
         _config_with(helm)
@@ -306,7 +306,7 @@ def test_bad_helm_settings_are_refused_naming_the_key(helm, message):
 def test_helm_settings_and_the_credentials_secret():
     """A named release and a GitOps read secret: mounted read-only in the fetching container only."""
     config = _config_with({"release": "apps", "timeout_minutes": 5, "gitops_secret": "gitops-read"})
-    from release import steps
+    from release.k8s import steps
 
     step = steps.helm_deploy(config, "staging", "f" * 40)
     assert step.args[-2:] == ["apps", "/workspace/gitops/umbrella/staging"] and "5m" in step.args
@@ -317,8 +317,8 @@ def test_helm_settings_and_the_credentials_secret():
 
 
 def test_a_password_in_the_gitops_url_never_reaches_a_pod():
-    from release import steps
-    from release.config import DEFAULT_CONFIG_PATH, parse_config
+    from release.k8s import steps
+    from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     for url, clean in [("https://bot:s3cret@git.example.com/platform/cd.git", "https://git.example.com/platform/cd.git"),
@@ -334,8 +334,8 @@ def test_pools_sync_creates_one_slot_per_helm_environment(airflow_db, tmp_path, 
     from airflow.models.pool import Pool
 
     from release.cli import main
-    from release.config import load_config
-    from release.deploy import build_deploy_dag
+    from release.domain.config import load_config
+    from release.flows.deploy import build_deploy_dag
 
     use_helm(tmp_path, monkeypatch, "dev")
     assert main(["pools", "sync"]) == 0

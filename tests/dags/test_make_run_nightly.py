@@ -14,12 +14,12 @@ from pathlib import Path
 import git
 import pytest
 
-from release.backups import read_records, scratch_namespace
-from release.gitops import ensure_local_repo
-from release.registry import Registry
-from release.rescan import report_path
-from release.sandbox.seed import PRIOR_RUN_ID, SEEDED_ANNOTATION, prepare
-from release.sandbox.validation import validate_crd
+from release.flows.backups import read_records, scratch_namespace
+from release.gitops.store import ensure_local_repo
+from release.domain.registry import Registry
+from release.flows.rescan import report_path
+from sandbox.seed import PRIOR_RUN_ID, SEEDED_ANNOTATION, prepare
+from sandbox.validation import validate_crd
 from tests.dags.test_image_rescan import release, rescan_pods, xcom
 from tests.dags.test_promote import override_config
 from tests.helpers import assert_pods_meet_restricted
@@ -38,8 +38,8 @@ def run(dag_id: str, file: str):
 @pytest.fixture
 def make_run(airflow_db, data_dir, sandbox, tmp_path, monkeypatch):
     """The sandbox as `make run` starts it, nothing deployed yet; waits poll fast."""
-    from release.config import load_config
-    from release.sandbox import Scenario
+    from release.domain.config import load_config
+    from sandbox import Scenario
 
     override_config(tmp_path, monkeypatch, lambda raw: raw["nightly"].update(poll_seconds=0.2))
     config = load_config()

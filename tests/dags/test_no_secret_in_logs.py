@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from release.gitops import default_repo_path, ensure_local_repo
+from release.gitops.store import default_repo_path, ensure_local_repo
 from tests.dags.test_promote import override_config, promote
 from tests.dags.test_service_pipeline import run as run_pipeline
 from tests.dags.test_service_pipeline import scenario, world  # noqa: F401 - the pipeline's world
@@ -102,7 +102,7 @@ def secret_world(world, sandbox, config, tmp_path, monkeypatch):  # noqa: F811
     """The pipeline's world with every secret set: the cluster's token, the connections' passwords
     and extras, the GitOps push token (the repository now behind HTTP auth), the cosign key Secret
     in the cluster and the notification connections."""
-    import release.sandbox.server as sandbox_server
+    import sandbox.server as sandbox_server
 
     # The cluster accepts only the new token; the kubeconfig file and the environments'
     # connections (inline kubeconfig in the extras, plus a password) carry it.

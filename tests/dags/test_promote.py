@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from release.gitops import ensure_local_repo
-from release.registry import DeployRequest, Registry
-from release.scan import ScanPolicy, evaluate_report
+from release.gitops.store import ensure_local_repo
+from release.domain.registry import DeployRequest, Registry
+from release.domain.scan import ScanPolicy, evaluate_report
 from tests.dags.conftest import deploy_result, deploy_xcom
 from tests.helpers import answer_approval, assert_pods_meet_restricted, digest, head
 
@@ -62,7 +62,7 @@ def as_user(monkeypatch):
 
 def override_config(tmp_path, monkeypatch, mutate) -> None:
     """Run the DAG under a changed copy of the platform config (DAGs and tasks read the file)."""
-    from release.config import DEFAULT_CONFIG_PATH
+    from release.domain.config import DEFAULT_CONFIG_PATH
 
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     mutate(raw)
@@ -458,7 +458,7 @@ def mark_success_by_hand(dag_id: str, run_id: str, *task_ids: str, user: str = "
 
 
 def outcome_of(dag_id: str, task_id: str) -> str | None:
-    """What `task_id` of the newest run recorded as its outcome (release.outcome)."""
+    """What `task_id` of the newest run recorded as its outcome (release.flows.outcome)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -565,7 +565,7 @@ def test_the_write_check_reads_the_requester_from_the_run_not_the_plan():
     someone who is not an approver, or with Reject, refuses; only bob's Approve passes."""
     from types import SimpleNamespace
 
-    from release.approval import ApprovalMissing, require_approval
+    from release.flows.approval import ApprovalMissing, require_approval
 
     def context(record, state="success", requester="alice"):
         def xcom_pull(**kw):

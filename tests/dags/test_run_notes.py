@@ -1,4 +1,4 @@
-"""The run-note mechanism promote, rollback and the pipelines share (release.outcome and the
+"""The run-note mechanism promote, rollback and the pipelines share (release.flows.outcome and the
 release_run_notes listener), on a small DAG run with dag.test()."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def build(dag_id: str, second_fails: bool):
     from airflow.sdk import DAG
 
     def deploy(**context):
-        from release import outcome
+        from release.flows import outcome
 
         outcome.record(context["ti"], "deployed x 1.0 to dev")
 
@@ -39,7 +39,7 @@ def test_a_run_note_is_its_outcome_then_what_failed_and_a_persons_note_stays(air
     from airflow.models.dagrun import DagRun, DagRunNote
     from airflow.utils.session import create_session
 
-    from release.outcome import write_note
+    from release.flows.outcome import write_note
 
     run_dag_test(build("notes-green", second_fails=False))
     assert note_of("notes-green") == ("success", "deployed x 1.0 to dev")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from release.gitops import ensure_local_repo
-from release.registry import Registry
+from release.gitops.store import ensure_local_repo
+from release.domain.registry import Registry
 from tests.dags.conftest import deploy_result, deploy_xcom
 from tests.dags.test_promote import last_run
 from tests.helpers import assert_pods_meet_restricted, digest, request_for
@@ -224,12 +224,12 @@ def test_bad_params_fail_at_the_first_task_naming_the_param(world, sandbox, capf
 
 def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox):
     """The scenario `make run` gives its sandbox lets a newcomer's first run reach dev."""
-    from release.config import INCLUDE_DIR
-    from release.sandbox import Scenario
+    from release.domain.config import INCLUDE_DIR
+    from sandbox import Scenario
 
     ensure_local_repo(config)
     sandbox.artifacts_dir = data_dir / "artifacts"
-    sandbox.scenario = Scenario.load(INCLUDE_DIR / "release/sandbox/scenarios/make-run.yaml")
+    sandbox.scenario = Scenario.load(INCLUDE_DIR / "sandbox/scenarios/make-run.yaml")
     sandbox.call(sandbox.ensure_application, *config.argocd_application("dev"), "dev")
     dagrun, states = run({})
     assert dagrun.state == "success", states

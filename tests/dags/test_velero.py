@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from release.backups import read_records, scratch_namespace
-from release.sandbox.validation import validate_crd
+from release.flows.backups import read_records, scratch_namespace
+from sandbox.validation import validate_crd
 from tests.dags.test_promote import override_config
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -40,7 +40,7 @@ def backups(sandbox) -> list[dict]:
 
 
 def test_every_environment_is_backed_up_recorded_and_valid(nightly):
-    from release.config import load_config
+    from release.domain.config import load_config
 
     run = load("velero-backups", "velero_backups.py").test()
     assert run.state == "success", task_states(run)
@@ -67,7 +67,7 @@ def test_every_environment_is_backed_up_recorded_and_valid(nightly):
 
 
 def test_a_partially_failed_backup_fails_and_lists_velero_errors(nightly, capfd):
-    from release.config import load_config
+    from release.domain.config import load_config
 
     nightly.scenario = {"backups": [{"match": {"labels": {"release-platform/env": "prod"}}, "phase": "PartiallyFailed",
                                      "delay_seconds": 0.3, "errors": ["error backing up pvc apps-prod/data: timed out"],
@@ -87,7 +87,7 @@ def test_a_partially_failed_backup_fails_and_lists_velero_errors(nightly, capfd)
 
 
 def test_a_stuck_backup_times_out_saying_so(nightly, capfd):
-    from release.config import load_config
+    from release.domain.config import load_config
 
     nightly.scenario = {"backups": [{"match": {"labels": {"release-platform/env": "staging"}}, "stuck": True}]}
     run = load("velero-backups", "velero_backups.py").test()
@@ -108,7 +108,7 @@ def test_backing_up_an_unknown_environment_is_refused_before_anything_is_created
 
 
 def test_a_restore_drill_restores_smoke_tests_records_and_cleans_up(nightly, capfd):
-    from release.config import load_config
+    from release.domain.config import load_config
 
     assert load("velero-backups", "velero_backups.py").test().state == "success"
     nightly.call(nightly.ensure_namespace, "drill-apps-prod", {"left-by": "an-earlier-drill"})
@@ -159,7 +159,7 @@ def test_the_drill_smoke_pods_call_the_restored_copy(nightly):
 
 
 def test_a_drill_whose_restore_fails_still_cleans_up_and_reports(nightly, capfd, caplog):
-    from release.config import load_config
+    from release.domain.config import load_config
 
     assert load("velero-backups", "velero_backups.py").test().state == "success"
     nightly.scenario = {"restores": [{"phase": "PartiallyFailed", "delay_seconds": 0.3,
@@ -194,8 +194,8 @@ def test_a_drill_with_no_backup_to_restore_fails_clearly(nightly, capfd):
 def test_a_retry_adopts_its_running_backup_and_a_cleared_run_backs_up_again(nightly):
     import time
 
-    from release import velero
-    from release.config import load_config
+    from release.k8s import velero
+    from release.domain.config import load_config
 
     manifest = velero.backup_manifest(load_config(), "prod", name="release-prod-x", dag_id="velero-backups", run_id="r1")
     nightly.scenario = {"backups": [{"stuck": True}]}
@@ -218,8 +218,8 @@ def test_a_retry_adopts_its_running_backup_and_a_cleared_run_backs_up_again(nigh
 def test_a_backup_that_finished_just_as_the_wait_ran_out_is_judged_by_its_phase(nightly):
     import time
 
-    from release import velero
-    from release.config import load_config
+    from release.k8s import velero
+    from release.domain.config import load_config
 
     manifest = velero.backup_manifest(load_config(), "dev", name="release-dev-x", dag_id="velero-backups", run_id="r1")
     velero.create("k8s_dev", manifest)

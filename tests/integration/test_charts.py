@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from release.config import GITOPS_TEMPLATE_DIR
+from release.domain.config import GITOPS_TEMPLATE_DIR
 from tests.helpers import digest, request_for
 
 KUBE_VERSION = "1.35"

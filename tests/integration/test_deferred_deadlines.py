@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from release import deadlines
+from release.domain import deadlines
 
 
 def restarted(trigger):
@@ -61,7 +61,7 @@ def deferred(operator, context=None):
 def test_argocd_wait_times_out_at_its_original_deadline_after_a_triggerer_restart(sandbox, clock):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from release.argocd import ApplicationSyncedSensor
+    from release.k8s.argocd import ApplicationSyncedSensor
 
     sandbox.call(sandbox.ensure_application, "argocd", "umbrella-prod", "prod")  # never synced at this revision
     sensor = ApplicationSyncedSensor(task_id="converge", kubernetes_conn_id=sandbox.conn_id, namespace="argocd",
@@ -89,7 +89,7 @@ def test_argocd_wait_times_out_at_its_original_deadline_after_a_triggerer_restar
 
 
 def test_an_argocd_trigger_stored_before_deadlines_were_carried_gets_one_once(clock):
-    from release.argocd import ApplicationSyncedTrigger
+    from release.k8s.argocd import ApplicationSyncedTrigger
 
     old_style = {"kubernetes_conn_id": "k", "namespace": "argocd", "application": "umbrella-dev", "revision": "r",
                  "timeout_seconds": 900.0, "poll_interval": 5.0}
@@ -103,7 +103,7 @@ def test_an_argocd_trigger_stored_before_deadlines_were_carried_gets_one_once(cl
 def test_velero_wait_times_out_at_its_original_deadline_after_a_triggerer_restart(sandbox, config, clock):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from release import velero
+    from release.k8s import velero
 
     sandbox.scenario = {"backups": [{"stuck": True, "delay_seconds": 0.05}]}
     manifest = velero.backup_manifest(config, "prod", name="prod-stuck", dag_id="velero-backups", run_id="r1")

@@ -16,7 +16,7 @@ from pathlib import Path
 import git
 import pytest
 
-from release.gitops import Credentials, GitOpsError, GitOpsStore, RemoteUnreachable
+from release.gitops.store import Credentials, GitOpsError, GitOpsStore, RemoteUnreachable
 from tests.helpers import head
 
 
@@ -50,7 +50,7 @@ def outage(gitops_url):
     o = Outage(gitops_url)
     handler = logging.Handler(logging.WARNING)
     handler.emit = o.handle
-    logger = logging.getLogger("release.gitops")
+    logger = logging.getLogger("release.gitops.store")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -146,7 +146,7 @@ def test_an_unreachable_remote_is_named_without_its_password(caplog):
         port = s.getsockname()[1]
     url = f"http://release-bot:url-secret-1@127.0.0.1:{port}/platform/cd.git"
     store = quick(url, credentials=Credentials("release-bot", "token-secret-2"), unreachable_attempts=2)
-    caplog.set_level(logging.INFO, logger="release.gitops")
+    caplog.set_level(logging.INFO, logger="release.gitops.store")
     with pytest.raises(RemoteUnreachable) as error:
         store.read("registry/versions.yaml")
     shown = f"{error.value}\n{caplog.text}\n{store!r}\n{store.remote}"
@@ -155,7 +155,7 @@ def test_an_unreachable_remote_is_named_without_its_password(caplog):
 
 
 def test_a_refusal_is_not_tried_again(gitops_url, caplog):
-    caplog.set_level(logging.INFO, logger="release.gitops")
+    caplog.set_level(logging.INFO, logger="release.gitops.store")
     with pytest.raises(GitOpsError, match="cannot clone .* \\(branch no-such-branch\\): .*not found") as error:
         GitOpsStore(gitops_url, "no-such-branch").read("x")
     assert not isinstance(error.value, RemoteUnreachable)

@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from release.gitops import Author, Credentials, GitOpsError, GitOpsStore, PushConflict, create_bare_repo, local_repo_url
+from release.gitops.store import Author, Credentials, GitOpsError, GitOpsStore, PushConflict, create_bare_repo, local_repo_url
 from tests.helpers import head
 
 
@@ -148,8 +148,8 @@ def test_create_bare_repo_is_idempotent(tmp_path):
 
 
 def test_store_from_config_takes_push_credentials_from_an_airflow_connection(monkeypatch, config):
-    from release.config import GitOps
-    from release.gitops import store_from_config
+    from release.domain.config import GitOps
+    from release.gitops.store import store_from_config
 
     monkeypatch.setenv("AIRFLOW_CONN_GITOPS_REPO", '{"conn_type": "http", "login": "release-bot", "password": "tok-456"}')
     remote = config.model_copy(update={"gitops": GitOps(url="https://git.example.com/platform/cd.git", conn_id="gitops_repo")})
@@ -166,8 +166,8 @@ def test_the_push_token_is_masked_in_task_logs(monkeypatch, config, fresh_masker
     text) shows "***"."""
     from airflow.sdk._shared.secrets_masker import redact
 
-    from release.config import GitOps
-    from release.gitops import store_from_config
+    from release.domain.config import GitOps
+    from release.gitops.store import store_from_config
 
     monkeypatch.setenv("AIRFLOW_CONN_GITOPS_REPO", '{"conn_type": "http", "login": "release-bot", "password": "tok-789-xyz"}')
     assert redact("pushing with tok-789-xyz") == "pushing with tok-789-xyz"
@@ -176,7 +176,7 @@ def test_the_push_token_is_masked_in_task_logs(monkeypatch, config, fresh_masker
 
 
 def test_store_from_config_defaults_to_the_local_repository(data_dir, config):
-    from release.gitops import store_from_config
+    from release.gitops.store import store_from_config
 
     store = store_from_config(config)
     assert store.url == (data_dir / "gitops.git").resolve().as_uri() and store._credentials is None

@@ -1,4 +1,4 @@
-"""release.notify against real servers on 127.0.0.1: the providers' own Slack notifiers talk
+"""release.flows.notify against real servers on 127.0.0.1: the providers' own Slack notifiers talk
 to a local HTTP server that answers like Slack, the SMTP notifier to a real SMTP server
 (aiosmtpd) with login. Connections come from AIRFLOW_CONN_* variables, as in production."""
 
@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from release import notify
-from release.config import Notifications
+from release.flows import notify
+from release.domain.config import Notifications
 
 pytestmark = pytest.mark.usefixtures("fresh_masker")
 

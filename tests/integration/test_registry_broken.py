@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from release import umbrella
+from release.gitops import umbrella
 from release.cli import main
-from release.gitops import Author
-from release.registry import HISTORY_FILE, VERSIONS_FILE, Registry, RegistryFileError
+from release.gitops.store import Author
+from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, Registry, RegistryFileError
 from tests.helpers import head, request_for
 
 

@@ -9,10 +9,10 @@ import git
 import pytest
 import yaml
 
-from release import umbrella
+from release.gitops import umbrella
 from release.cli import main
-from release.gitops import GitOpsStore, ensure_local_repo
-from release.registry import HISTORY_FILE, VERSIONS_FILE, NoRollbackTarget, Registry, RegistryError, RegistryState
+from release.gitops.store import GitOpsStore, ensure_local_repo
+from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, NoRollbackTarget, Registry, RegistryError, RegistryState
 from tests.helpers import digest, head, make_gitops_repo, many_services, request_for
 
 

@@ -129,8 +129,8 @@ def test_velero_refuses_to_restore_a_backup_it_does_not_hold(api, sandbox):
 def test_prior_backups_of_a_scenario_are_completed_validated_and_backdated(sandbox, config):
     from datetime import datetime, timezone
 
-    from release.sandbox.seed import prepare
-    from release.sandbox.validation import Invalid
+    from sandbox.seed import prepare
+    from sandbox.validation import Invalid
 
     sandbox.scenario = {"prior_backups": {"hours_ago": 20, "items": 7}}
     now = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
@@ -207,7 +207,7 @@ def test_a_download_request_for_an_unknown_kind_is_refused(api, sandbox):
 
 def smoke_pod(config, service: str, env: str, expect_status: int) -> tuple[dict, list[str]]:
     """The pod of steps.smoke for `service` (expecting `expect_status`), as the client would send it."""
-    from release import steps
+    from release.k8s import steps
 
     data = config.model_dump()
     data["services"][service]["smoke"]["expect_status"] = expect_status

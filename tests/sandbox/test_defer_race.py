@@ -120,7 +120,7 @@ def race(monkeypatch, request):
     """Replays the race in every dag.test() of the test; the moment comes from the test's param."""
     import airflow.sdk.definitions.dag as dag_module
 
-    from release.operators import ReleasePodOperator
+    from release.k8s.operators import ReleasePodOperator
 
     when, map_index = request.param if isinstance(request.param, tuple) else (request.param, -1)
     replay = DeferRace("build", when, map_index)
@@ -149,7 +149,7 @@ def race(monkeypatch, request):
 def build_dag(dag_id: str, mapped: int = 0):
     from airflow.sdk import DAG, task
 
-    from release.pods import PodStep, mapped_pod_kwargs, pod_operator
+    from release.k8s.pods import PodStep, mapped_pod_kwargs, pod_operator
 
     step = PodStep(step="build", image="registry.local:5000/tools/buildkit@sha256:" + "2" * 64, args=["build", "."])
     fast = dict(namespace="default", kubernetes_conn_id="k8s_sandbox", poll_interval=0.2,
@@ -250,7 +250,7 @@ def test_a_cleared_step_runs_again(airflow_db, sandbox):
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
 
-    from release.operators import RESULT_KEY
+    from release.k8s.operators import RESULT_KEY
 
     sandbox.scenario = INSTANT_BUILD
     dag = build_dag("defer-race-cleared")
@@ -285,7 +285,7 @@ def test_a_failed_pod_is_not_taken_as_a_result(airflow_db, sandbox):
 
 
 def test_step_retries_wait_seconds_not_minutes():
-    from release.pods import PodStep, pod_operator
+    from release.k8s.pods import PodStep, pod_operator
 
     op = pod_operator("x", PodStep(step="x", image="i@sha256:" + "0" * 64, args=[]), namespace="default",
                       kubernetes_conn_id="k8s_sandbox", service="s", commit="c")
@@ -296,9 +296,9 @@ def test_step_retries_wait_seconds_not_minutes():
 def test_waits_that_can_meet_the_race_retry_in_seconds_too():
     """The Argo CD sync wait, the Velero waits and the freeze wait defer like the pod steps, so
     a stale event can fail a try of theirs whose wait is already over: they retry, briefly."""
-    from release.argocd import ApplicationSyncedSensor
-    from release.operators import FreezeEndSensor
-    from release.velero import VeleroSensor
+    from release.k8s.argocd import ApplicationSyncedSensor
+    from release.k8s.operators import FreezeEndSensor
+    from release.k8s.velero import VeleroSensor
 
     waits = [ApplicationSyncedSensor(task_id="a", kubernetes_conn_id="k", namespace="n", application="a", revision="r"),
              VeleroSensor(task_id="v", target={}, timeout_minutes=1),
@@ -313,7 +313,7 @@ def test_a_freeze_that_has_ended_is_not_waited_for():
     returns at once instead of deferring, so there is no deferral for the race to strike."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    from release.operators import FreezeEndSensor
+    from release.k8s.operators import FreezeEndSensor
 
     passed = FreezeEndSensor(task_id="wait_freeze", target_time=(datetime.now().astimezone() - timedelta(seconds=1)).isoformat())
     assert passed.execute({}) is None

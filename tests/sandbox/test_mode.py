@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from release.sandbox import SANDBOX_LABEL
-from release.sandbox.mode import INSTANCE_NAME, real_cluster_reason, sandbox_environment
+from sandbox import SANDBOX_LABEL
+from sandbox.mode import INSTANCE_NAME, real_cluster_reason, sandbox_environment
 from tests.helpers import run_dag_test
 from tests.sandbox.test_pod_operator import pod_dag
 

@@ -101,8 +101,8 @@ def test_the_smoke_step_pod_checks_the_status_its_service_promises(airflow_db, s
     and expecting the default 200 fails the task naming the URL."""
     from airflow.sdk import DAG
 
-    from release import steps
-    from release.pods import pod_operator
+    from release.k8s import steps
+    from release.k8s.pods import pod_operator
     from tests.dags.test_image_rescan import xcom
 
     sandbox.scenario = {"default_pod": {"duration_seconds": 0.1},

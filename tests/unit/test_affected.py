@@ -8,8 +8,8 @@ import warnings
 import pytest
 from pathspec import PathSpec
 
-from release.affected import AffectedIndex, naive_affected, services_of, validate_paths
-from release.config import load_config
+from release.domain.affected import AffectedIndex, naive_affected, services_of, validate_paths
+from release.domain.config import load_config
 
 ALL = ["service-a", "service-b", "service-c"]
 

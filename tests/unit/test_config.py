@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from release.cli import main
-from release.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from release.domain.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 
 VALID = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 
@@ -167,7 +167,7 @@ def test_cli_check_refuses_an_unpinned_tool_image_naming_the_key(tmp_path, capsy
 
 
 def test_every_default_tool_image_is_pinned_and_a_digest_pins_too():
-    from release.config import Tools, pinned_image_ref
+    from release.domain.config import Tools, pinned_image_ref
 
     tools = Tools().model_dump()
     assert all(pinned_image_ref(image) == image for image in tools.values())

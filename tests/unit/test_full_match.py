@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from release.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
-from release.dispatch import plan as dispatch_plan
-from release.pipeline import ParamError, validate_params
-from release.promote import PromotionError, plan_promotion
-from release.registry import RegistryState
-from release.rollback import plan_rollback
-from release.sandbox.validation import Invalid, validate_core
+from release.domain.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
+from release.flows.dispatch import plan as dispatch_plan
+from release.flows.pipeline import ParamError, validate_params
+from release.flows.promote import PromotionError, plan_promotion
+from release.domain.registry import RegistryState
+from release.flows.rollback import plan_rollback
+from sandbox.validation import Invalid, validate_core
 from tests.helpers import request_for
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

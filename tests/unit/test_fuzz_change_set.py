@@ -13,10 +13,10 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from release.config import DEFAULT_CONFIG_PATH, parse_config
-from release.deploy import ChangeRefused, ChangeSet, check_against_config, check_against_registry, parse_change_set
-from release.registry import DIGEST_RE, USER_RE, VERSION_RE, RegistryState
-from release.scan import ScanPolicy, evaluate_report
+from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
+from release.flows.deploy import ChangeRefused, ChangeSet, check_against_config, check_against_registry, parse_change_set
+from release.domain.registry import DIGEST_RE, USER_RE, VERSION_RE, RegistryState
+from release.domain.scan import ScanPolicy, evaluate_report
 from tests.helpers import digest
 from tests.unit.fuzzing import fuzz, hostile, junk, nasty_text
 
@@ -49,7 +49,7 @@ def states(draw) -> RegistryState:
                       st.sampled_from(VERSIONS), st.sampled_from("ab"), evidence)
     for env, service, version, build, ev in draw(st.lists(steps, min_size=2, max_size=8)):
         image = f"{CONFIG.services[service].image}@{digest(build)}"
-        from release.registry import DeployRequest
+        from release.domain.registry import DeployRequest
 
         state.deploy(env, DeployRequest(service, version, image, ev), by="alice", run_id="r", at="2026-11-01T00:00:00Z")
     return state
@@ -182,7 +182,7 @@ def test_round_trip_of_a_valid_change(config):
 @example([{"smoke": {"passed": "no"}, "scan": PASSING_SCAN}])  # was taken as a passed smoke test
 @example(["evidence"])
 def test_gates_judge_any_recorded_evidence(evidences):
-    from release.promote import PromotionError, describe, gate_scan, gate_smoke
+    from release.flows.promote import PromotionError, describe, gate_scan, gate_smoke
 
     plan = {"from_env": "staging", "to_env": "prod", "services": list(CONFIG.services)[:len(evidences)],
             "requester": "alice", "reason": "go",

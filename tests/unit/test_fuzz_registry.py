@@ -14,10 +14,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from release import umbrella
-from release.config import DEFAULT_CONFIG_PATH, GITOPS_TEMPLATE_DIR, parse_config
-from release.gitops import CommitResult
-from release.registry import DeployRequest, Registry, RegistryError, RegistryState, validate_actor, validate_request
+from release.gitops import umbrella
+from release.domain.config import DEFAULT_CONFIG_PATH, GITOPS_TEMPLATE_DIR, parse_config
+from release.gitops.store import CommitResult
+from release.domain.registry import DeployRequest, Registry, RegistryError, RegistryState, validate_actor, validate_request
 from tests.helpers import digest, head
 from tests.unit.fuzzing import field_of, fuzz, hostile, junk, mostly_valid, nasty_text
 
@@ -270,7 +270,7 @@ def test_a_refused_write_makes_no_commit(registry, gitops_url):
 # -- reading the registry's files -----------------------------------------------------------------
 
 try:  # how a registry file broken by a hand edit is reported (file, line, what)
-    from release.registry_file import RegistryFileError
+    from release.domain.registry_file import RegistryFileError
 except ImportError:  # pragma: no cover - before that reporting exists
     RegistryFileError = None
 
@@ -304,11 +304,11 @@ def registry_text(name: str) -> st.SearchStrategy:
     return st.one_of(st.none(), st.just(RENDERED[name]), edited_file(name), st.sampled_from(BROKEN), st.text(max_size=60))
 
 
-@pytest.mark.skipif(RegistryFileError is None, reason="release.registry_file (broken registry files named by file and line) is not here yet")
+@pytest.mark.skipif(RegistryFileError is None, reason="release.domain.registry_file (broken registry files named by file and line) is not here yet")
 @fuzz(150)
 @given(versions=registry_text("registry/versions.yaml"), history=registry_text("registry/history.yaml"))
 def test_any_registry_files_read_as_a_state_or_name_the_file(versions, history):
-    from release.registry import HISTORY_FILE, VERSIONS_FILE, NoRollbackTarget
+    from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, NoRollbackTarget
 
     try:
         state = RegistryState.parse(versions, history)

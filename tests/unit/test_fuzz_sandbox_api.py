@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from release.sandbox.server import TOKEN, SandboxCluster
+from sandbox.server import TOKEN, SandboxCluster
 from tests.unit.fuzzing import fuzz, junk, nasty_text
 
 CONTAINER = {"name": "main", "image": "busybox:1.36", "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}}}

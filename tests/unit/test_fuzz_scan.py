@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from release.scan import ScanPolicy, ScanReportError, ScanSummary, evaluate_report, reevaluate
+from release.domain.scan import ScanPolicy, ScanReportError, ScanSummary, evaluate_report, reevaluate
 from tests.unit.fuzzing import fuzz, hostile, junk
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

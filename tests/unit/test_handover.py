@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from release.handover import HandOver, handover_run_id
+from release.flows.handover import HandOver, handover_run_id
 
 CHANGE = {"kind": "promotion", "env": "prod", "from_env": "staging", "items": [], "requester": "alice", "reason": "r",
           "caller": {"dag_id": "promote", "run_id": "manual__1"}}
@@ -91,7 +91,7 @@ def test_an_approval_fails_for_good_only_when_a_person_decided_so():
     seconds later, asking again, instead of failing the run."""
     from datetime import timedelta
 
-    from release.approval import ApprovalByOthers
+    from release.flows.approval import ApprovalByOthers
 
     approve = ApprovalByOthers(task_id="approve_prod", subject="s", approvers=["alice", "bob"])
     assert approve.retries == 2 and approve.retry_delay <= timedelta(seconds=5)

@@ -1,4 +1,4 @@
-"""release.notify without a network: notices, their rendering, redaction, failure notices,
+"""release.flows.notify without a network: notices, their rendering, redaction, failure notices,
 channel selection, and the `notifications:` config section."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from release import notify
-from release.config import DEFAULT_CONFIG_PATH, ConfigError, Notifications, parse_config
+from release.flows import notify
+from release.domain.config import DEFAULT_CONFIG_PATH, ConfigError, Notifications, parse_config
 
 pytestmark = pytest.mark.usefixtures("fresh_masker")
 

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 
-from release.pod_security import declared_departures, restricted_violations
-from release.steps import BUILDKIT_EXCEPTION
+from release.k8s.pod_security import declared_departures, restricted_violations
+from release.k8s.steps import BUILDKIT_EXCEPTION
 
 HARDENED = {"allowPrivilegeEscalation": False, "privileged": False, "runAsNonRoot": True,
             "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from release.config import DEFAULT_CONFIG_PATH, parse_config
-from release.promote import PromotionError, plan_promotion
-from release.registry import RegistryState
+from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
+from release.flows.promote import PromotionError, plan_promotion
+from release.domain.registry import RegistryState
 from tests.helpers import request_for
 
 
@@ -30,7 +30,7 @@ def test_plan_moves_the_exact_digest(config, state):
 def _scan_plan(config, evidence: dict) -> dict:
     from datetime import date
 
-    from release.promote import gate_scan
+    from release.flows.promote import gate_scan
 
     s = RegistryState()
     s.deploy("dev", request_for(config, "service-a", "1.1", "3", **evidence), by="alice", run_id="r", at="2026-11-01T00:00:00Z")
@@ -43,7 +43,7 @@ def _summary(name: str, critical: bool = False) -> dict:
     from datetime import date
     from pathlib import Path
 
-    from release.scan import ScanPolicy, evaluate_report
+    from release.domain.scan import ScanPolicy, evaluate_report
 
     trivy = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
     report = json.loads((trivy / name).read_text())

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from release.registry import HISTORY_FILE, VERSIONS_FILE, RegistryFileError, RegistryState
+from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, RegistryFileError, RegistryState
 from tests.helpers import request_for
 
 

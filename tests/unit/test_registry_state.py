@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from release.registry import (
+from release.domain.registry import (
     DeployRequest,
     NoRollbackTarget,
     RegistryError,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from release import rescan
-from release.pipeline import scan_policy_for
-from release.registry import RegistryState
-from release.scan import ScanPolicy, evaluate_report, merge_policies
+from release.flows import rescan
+from release.flows.pipeline import scan_policy_for
+from release.domain.registry import RegistryState
+from release.domain.scan import ScanPolicy, evaluate_report, merge_policies
 from tests.helpers import request_for
 
 TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
@@ -142,7 +142,7 @@ def test_one_target_per_deployment_skipping_services_that_run_nowhere(config, st
 
 
 def test_the_scan_is_the_pipelines_trivy_command_on_the_deployed_digest(config, state):
-    from release import steps
+    from release.k8s import steps
 
     (a, *_) = rescan.list_targets(config, state, "manual__1")
     args = a["pod"]["arguments"]
@@ -156,7 +156,7 @@ def test_the_scan_is_the_pipelines_trivy_command_on_the_deployed_digest(config, 
 
 @pytest.mark.parametrize("run_id", ["manual__2026-11-26T03:00:00+00:00", "x" * 300, "///", "a/b" * 40])
 def test_run_key_is_a_label_value_and_a_folder(run_id):
-    from release.pods import label_value
+    from release.k8s.pods import label_value
 
     key = rescan.run_key(run_id)
     assert label_value(key) == key and "/" not in key and len(key) <= 63

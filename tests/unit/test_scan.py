@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from release.scan import (
+from release.domain.scan import (
     AllowEntry,
     Finding,
     ScanPolicy,

@@ -1,4 +1,4 @@
-"""The smoke checker (`python -m release.smoke`): its core on an injected fetch, and its CLI
+"""The smoke checker (`python -m release.tools.smoke`): its core on an injected fetch, and its CLI
 against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from release import smoke
+from release.tools import smoke
 
 
 class Service(BaseHTTPRequestHandler):
@@ -230,7 +230,7 @@ def test_cli_refuses_bad_arguments_naming_them_before_any_request(argv, named, t
 
 def test_python_m_release_smoke_runs_as_the_pod_runs_it(server):
     """The module as the pod's command runs it: a real process, its exit code and its streams."""
-    argv = [sys.executable, "-m", "release.smoke", "--expect-status", "204", "--retries", "0"]
+    argv = [sys.executable, "-m", "release.tools.smoke", "--expect-status", "204", "--retries", "0"]
     env = {**os.environ, "NO_PROXY": "", "no_proxy": "", "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     ok = subprocess.run([*argv, f"{server.url}/healthz"], capture_output=True, text=True, env=env, timeout=60)
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, f"{server.url}/healthz 204 (attempt 1/1)\n", "")

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from release.backups import backup_envs, drill_verdict, newest_completed, scratch_namespace
-from release.config import parse_config
-from release.sandbox.validation import DNS_LABEL, validate_crd
-from release.velero import Results, VeleroStatus, backup_manifest, object_name, restore_manifest
+from release.flows.backups import backup_envs, drill_verdict, newest_completed, scratch_namespace
+from release.domain.config import parse_config
+from sandbox.validation import DNS_LABEL, validate_crd
+from release.k8s.velero import Results, VeleroStatus, backup_manifest, object_name, restore_manifest
 
 AT = datetime(2026, 11, 26, 2, 0, 5, tzinfo=timezone.utc)
 
@@ -107,7 +107,7 @@ def test_a_drill_passes_only_when_restored_and_every_smoke_test_passed():
     ("{backup: {}}", "nightly.backup: unknown key; allowed keys: "),
 ])
 def test_bad_nightly_settings_are_refused_naming_the_key(nightly, message):
-    from release.config import ConfigError
+    from release.domain.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
         parse_config(f"""
@@ -119,9 +119,9 @@ nightly: {nightly}
 
 
 def test_backups_command_lists_records_oldest_first(data_dir, capsys):
-    from release.backups import BackupRecord, DrillRecord, write_record
+    from release.flows.backups import BackupRecord, DrillRecord, write_record
     from release.cli import main
-    from release.config import load_config
+    from release.domain.config import load_config
 
     config = load_config()
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from release import verify
+from release.tools import verify
 
 COMMIT = "a" * 40
 

@@ -1,0 +1,388 @@
+"""Nightly backups that prove they restore: the `velero-backups` and `velero-restore-drill` DAGs.
+
+Every backup and every drill leaves a record (JSON, one file each) in the artifact store
+under `velero/`, where `python -m release backups` and a dashboard can read them without
+cluster access: env, name, phase, times, items, Velero's errors and warnings; for a
+drill, whether it restored, whether the smoke tests passed against the restored copy,
+and how long recovery took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from release.domain.config import PlatformConfig
+
+BACKUPS_DAG_ID = "velero-backups"
+DRILL_DAG_ID = "velero-restore-drill"
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    env: str
+    name: str
+    phase: str
+    started: str | None
+    completed: str | None
+    items_backed_up: int
+    items_total: int
+    errors: int
+    warnings: int
+    error_messages: list[str]
+    warning_messages: list[str]
+    timed_out: bool
+    run_id: str
+    recorded_at: str
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    env: str
+    backup: str | None
+    restore: str | None
+    namespaces: dict[str, str]  # live namespace -> scratch copy
+    restored: bool
+    restore_phase: str | None
+    smoke_passed: bool
+    smoke: dict[str, str]  # service -> task state
+    recovery_seconds: float | None  # restore requested -> smoke tests done
+    problems: list[str]
+    run_id: str
+    recorded_at: str = field(default_factory=lambda: _now())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def records_dir(config: PlatformConfig, kind: str) -> Path:
+    return config.artifacts_dir() / "velero" / kind
+
+
+def write_record(config: PlatformConfig, kind: str, record: BackupRecord | DrillRecord, name: str) -> Path:
+    """One JSON file per backup or drill, replaced atomically (a reader never sees half a file)."""
+    folder = records_dir(config, kind) / record.env
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(record), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read_records(config: PlatformConfig, kind: str, env: str | None = None) -> list[dict]:
+    """Records oldest first (by when they were written)."""
+    root = records_dir(config, kind)
+    paths = root.glob(f"{env}/*.json" if env else "*/*.json")
+    records = [json.loads(p.read_text()) for p in paths]
+    return sorted(records, key=lambda r: (r["recorded_at"], r.get("name") or r.get("restore") or ""))
+
+
+# -- velero-backups tasks -------------------------------------------------------------------------
+
+
+def _config() -> PlatformConfig:
+    from release.domain.config import load_config
+
+    return load_config()
+
+
+def _fail(message: str):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def backup_envs(config: PlatformConfig, requested: list | None) -> list[str]:
+    """The environments to back up: those asked for (validated), else every enabled one."""
+    enabled = [e for e in config.env_order if config.environments[e].backup.enabled]
+    if not requested:
+        return enabled
+    unknown = [e for e in requested if e not in enabled]
+    if unknown:
+        raise ValueError(f"environments: {', '.join(map(repr, unknown))} cannot be backed up; allowed values: {', '.join(enabled)}")
+    return [e for e in enabled if e in requested]
+
+
+def task_environments(**context) -> list[str]:
+    try:
+        return backup_envs(_config(), context["params"].get("environments"))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def task_create_backup(env: str, **context) -> dict:
+    from release.k8s import velero
+
+    config = _config()
+    run = context["dag_run"]
+    name = velero.object_name("release", env, run.run_after, run.run_id)
+    manifest = velero.backup_manifest(config, env, name=name, dag_id=run.dag_id, run_id=run.run_id)
+    conn_id = config.environments[env].kubernetes_conn_id
+    created = velero.create(conn_id, manifest)
+    spec, name = manifest["spec"], created["metadata"]["name"]
+    print(f"Backup {manifest['metadata']['namespace']}/{name} of {', '.join(spec['includedNamespaces'])}: "
+          f"ttl {spec['ttl']}, location {spec['storageLocation']}, volume snapshots {spec['snapshotVolumes']}")
+    return {"kubernetes_conn_id": conn_id, "kind": "Backup", "namespace": created["metadata"]["namespace"],
+            "name": name, "env": env}
+
+
+def record_backup(outcome: dict, run_id: str) -> BackupRecord:
+    s = outcome["status"]
+    record = BackupRecord(
+        env=outcome["target"]["env"], name=s["name"], phase=s["phase"], started=s["started"], completed=s["completed"],
+        items_backed_up=s["items_done"], items_total=s["items_total"], errors=s["errors"], warnings=s["warnings"],
+        error_messages=outcome["errors"], warning_messages=outcome["warnings"], timed_out=outcome["timed_out"],
+        run_id=run_id, recorded_at=_now(),
+    )
+    write_record(_config(), "backups", record, record.name)
+    return record
+
+
+def backups_doc(config: PlatformConfig) -> str:
+    rows = "\n".join(
+        f"| {e} | {', '.join(config.backup_namespaces(e))} | {config.backup_ttl_days(e)} days | "
+        f"{config.environments[e].backup.storage_location} |"
+        for e in config.env_order if config.environments[e].backup.enabled)
+    return f"""
+### Nightly Velero backups
+
+Schedule `{config.nightly.backups.schedule}` (UTC; `nightly.backups.schedule` in the platform config).
+Per environment: a `velero.io/v1` Backup in its cluster, a deferred wait for a terminal phase
+(`Completed` passes; `PartiallyFailed`, `Failed` and a backup still running after
+{config.nightly.backups.timeout_minutes} minutes fail, listing Velero's errors), and a record in the
+artifact store (`python -m release backups`). Trigger it by hand with `environments` to back up some only.
+
+| environment | namespaces | kept | storage location |
+|---|---|---|---|
+{rows}
+"""
+
+
+def build_backups_dag(config: PlatformConfig):
+    from airflow.sdk import Param, task, task_group
+
+    from release.flows.schedules import nightly_dag
+    from release.k8s.velero import VeleroSensor
+
+    class BackupSensor(VeleroSensor):
+        def on_outcome(self, outcome: dict, context) -> None:
+            record = record_backup(outcome, context["run_id"])
+            self.log.info("Recorded backup %s of %s: %s", record.name, record.env, record.phase)
+
+    enabled = backup_envs(config, None)
+    with nightly_dag(
+        BACKUPS_DAG_ID, config.nightly.backups.schedule, backups_doc(config), tags=["velero"],
+        params={"environments": Param([], type="array", items={"type": "string", "enum": enabled},
+                                      description="back up only these (default: every environment)")},
+    ) as dag:
+        envs = task(task_id="environments")(task_environments)()
+
+        @task_group(group_id="backup")
+        def backup(env: str):
+            created = task(task_id="create", retries=2)(task_create_backup)(env)
+            BackupSensor(task_id="wait", target=created, timeout_minutes=config.nightly.backups.timeout_minutes,
+                         poll_interval=config.nightly.poll_seconds, retries=2)
+
+        backup.expand(env=envs)
+    return dag
+
+
+# -- velero-restore-drill ----------------------------------------------------------------------------
+
+
+def scratch_namespace(namespace: str) -> str:
+    """The fixed name a drill restores `namespace` into. Fixed, so the cluster grants the
+    platform delete on exactly these names (deploy/clusters/); drills never overlap."""
+    return f"drill-{namespace[:57].rstrip('-')}"
+
+
+def newest_completed(backups: list[dict], env: str) -> dict | None:
+    """The newest Completed backup this platform made of `env` (Velero may hold others too)."""
+    ours = [b for b in backups
+            if (b["metadata"].get("labels") or {}).get("release-platform/env") == env
+            and (b.get("status") or {}).get("phase") == "Completed"]
+    return max(ours, key=lambda b: b["status"].get("completionTimestamp") or "", default=None)
+
+
+def task_find_backup(env: str) -> str:
+    """The backup to drill: the newest Completed one, else the drill fails at once.
+
+    It does not wait for a backup that is still running, nor for one to appear: an environment
+    with no Completed backup cannot be restored today, and that is the finding the drill exists
+    to report. (The sandbox of `make run` stands for environments that have been running and
+    holds last night's backups; see sandbox.seed.)
+    """
+    from release.k8s import velero
+
+    config = _config()
+    b = config.environments[env].backup
+    items = velero.list_ours(config.environments[env].kubernetes_conn_id, "Backup", b.velero_namespace, env)
+    newest = newest_completed(items, env)
+    if newest is None:
+        _fail(f"no Completed backup of {env} to drill in {b.velero_namespace}: run {BACKUPS_DAG_ID} first")
+    status = newest["status"]
+    print(f"Drilling backup {newest['metadata']['name']} of {env}, completed {status.get('completionTimestamp')}")
+    return newest["metadata"]["name"]
+
+
+def task_start_restore(env: str, backup: str, **context) -> dict:
+    from release.k8s import velero
+
+    config = _config()
+    run = context["dag_run"]
+    mapping = {ns: scratch_namespace(ns) for ns in config.backup_namespaces(env)}
+    conn_id = config.environments[env].kubernetes_conn_id
+    # A copy an earlier drill could not delete would mix with this one: clear it first.
+    leftovers = delete_namespaces(conn_id, list(mapping.values()), wait_seconds=config.nightly.restore_drill.timeout_minutes * 60)
+    if leftovers:
+        print(f"Deleted scratch namespaces left by an earlier drill: {', '.join(leftovers)}")
+    name = velero.object_name("drill", env, run.run_after, run.run_id)
+    manifest = velero.restore_manifest(config, env, name=name, backup=backup, mapping=mapping,
+                                       dag_id=run.dag_id, run_id=run.run_id)
+    name = velero.create(conn_id, manifest)["metadata"]["name"]
+    print(f"Restore {name}: backup {backup} into {', '.join(f'{k} -> {v}' for k, v in mapping.items())}")
+    return {"kubernetes_conn_id": conn_id, "kind": "Restore", "namespace": manifest["metadata"]["namespace"],
+            "name": name, "env": env, "backup": backup, "mapping": mapping, "started": _now(),
+            "scratch": mapping[config.environments[env].namespace] if config.environments[env].namespace in mapping
+            else next(iter(mapping.values()))}
+
+
+def drill_verdict(env: str, restore: dict | None, restored: dict | None, smoke: dict[str, str],
+                  run_id: str, finished: datetime) -> DrillRecord:
+    """What the drill proved. `restored` is the wait's outcome (None when it failed)."""
+    problems = []
+    phase = (restored or {}).get("status", {}).get("phase")
+    if restore is None:
+        problems.append("the restore was never started")
+    elif restored is None:
+        problems.append(f"restore {restore['name']} did not complete (see the wait task's log)")
+    failed = sorted(s for s, state in smoke.items() if state != "success")
+    if failed:
+        problems.append(f"smoke tests did not pass against the restored copy: {', '.join(failed)}")
+    recovery = None
+    if restore and restored and not failed:
+        started = datetime.fromisoformat(restore["started"].replace("Z", "+00:00"))
+        recovery = round((finished - started).total_seconds(), 1)
+    return DrillRecord(
+        env=env, backup=(restore or {}).get("backup"), restore=(restore or {}).get("name"),
+        namespaces=(restore or {}).get("mapping", {}), restored=restored is not None, restore_phase=phase,
+        smoke_passed=not failed and bool(smoke), smoke=smoke, recovery_seconds=recovery, problems=problems, run_id=run_id,
+    )
+
+
+def task_report_drill(env: str, services: list[str], **context) -> dict:
+    ti, group = context["ti"], f"drill_{env}"
+    restore = ti.xcom_pull(task_ids=f"{group}.restore")
+    restored = ti.xcom_pull(task_ids=f"{group}.wait_restore")
+    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[f"{group}.smoke_{s}" for s in services],
+                                run_ids=[ti.run_id]).get(ti.run_id, {})
+    smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
+    record = drill_verdict(env, restore, restored, smoke, ti.run_id, datetime.now(timezone.utc))
+    write_record(_config(), "drills", record, record.restore or f"unstarted-{record.recorded_at}")
+    if record.problems:  # the failure callback turns this into the drill-failed alert
+        _fail(f"restore drill of {env} failed: {'; '.join(record.problems)}")
+    print(f"Restore drill of {env} passed: backup {record.backup} restored into "
+          f"{', '.join(record.namespaces.values())}, smoke tests passed for {', '.join(services)}; "
+          f"recovery took {record.recovery_seconds:.1f}s")
+    return asdict(record)
+
+
+def delete_namespaces(conn_id: str, names: list[str], wait_seconds: float = 0) -> list[str]:
+    """Delete those of `names` that exist (and wait until they are gone); returns the deleted."""
+    import time
+
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes.client.exceptions import ApiException
+
+    core = KubernetesHook(conn_id=conn_id).core_v1_client
+    deleted = []
+    for name in names:
+        try:
+            core.delete_namespace(name)
+            deleted.append(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    deadline = time.monotonic() + wait_seconds
+    for name in deleted if wait_seconds else []:
+        while True:
+            try:
+                core.read_namespace(name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    break
+                raise
+            if time.monotonic() > deadline:
+                _fail(f"namespace {name} is still terminating after {wait_seconds:.0f}s")
+            time.sleep(2)
+    return deleted
+
+
+def task_delete_scratch(env: str) -> list[str]:
+    """Delete the drill's scratch namespaces whatever happened; a namespace already gone is fine."""
+    config = _config()
+    names = [scratch_namespace(ns) for ns in config.backup_namespaces(env)]
+    deleted = delete_namespaces(config.environments[env].kubernetes_conn_id, names)
+    print(f"Deleted scratch namespaces: {', '.join(deleted) or 'none existed'}")
+    return deleted
+
+
+def drill_doc(config: PlatformConfig) -> str:
+    envs = ", ".join(config.drill_envs()) or "none"
+    return f"""
+### Weekly restore drill
+
+Schedule `{config.nightly.restore_drill.schedule}` (UTC; `nightly.restore_drill.schedule`). Environments: {envs}
+(`environments.<env>.backup.drill`; by default the last one). Per environment: the newest `Completed`
+backup this platform made is restored into scratch namespaces (`namespaceMapping`), the services'
+smoke tests run against the restored copy, the result (restored, smoke passed, recovery time) is
+recorded next to the backups, and the scratch namespaces are deleted whatever happened. A failed
+drill fails the `report` task and sends an alert; no `Completed` backup to restore fails `find_backup`.
+"""
+
+
+def build_drill_dag(config: PlatformConfig):
+    from airflow.sdk import TaskGroup, task
+
+    from release.k8s import steps
+    from release.k8s.pods import pod_operator
+    from release.flows.schedules import nightly_dag
+    from release.k8s.velero import VeleroSensor
+
+    with nightly_dag(DRILL_DAG_ID, config.nightly.restore_drill.schedule, drill_doc(config), tags=["velero"]) as dag:
+        for env in config.drill_envs():
+            environment = config.environments[env]
+            services = [s for s in config.services_in(env) if config.services[s].smoke.endpoints]
+            with TaskGroup(group_id=f"drill_{env}"):
+                backup = task(task_id="find_backup")(task_find_backup)(env)
+                restore = task(task_id="restore")(task_start_restore)(env, backup)
+                wait = VeleroSensor(task_id="wait_restore", target=restore,
+                                    timeout_minutes=config.nightly.restore_drill.timeout_minutes,
+                                    poll_interval=config.nightly.poll_seconds)
+                scratch = f"{{{{ ti.xcom_pull(task_ids='drill_{env}.restore')['scratch'] }}}}"
+                # Smoke pods run where the platform may run pods (the live environment's namespace)
+                # and call the restored services by their scratch-namespace DNS names.
+                smokes = [pod_operator(f"smoke_{s}", steps.smoke(config, s, env, namespace=scratch), service=s,
+                                       commit="drill", namespace=environment.namespace,
+                                       kubernetes_conn_id=environment.kubernetes_conn_id)
+                          for s in services]
+                report = task(task_id="report", trigger_rule="all_done")(task_report_drill)(env, services)
+                cleanup = task(task_id="delete_scratch_namespaces")(task_delete_scratch)(env)
+                wait >> smokes >> report
+                if not smokes:
+                    wait >> report
+                # A teardown: it runs whatever happened, and the run's state stays the drill's verdict
+                # (with on_failure_fail_dagrun the teardown's success would hide a failed drill). A
+                # copy left behind still alerts, through the task's failure callback.
+                report >> cleanup.as_teardown(setups=restore)
+    return dag

@@ -1,0 +1,95 @@
+"""`release-dispatch`: a commit (or a webhook about one) -> the pipelines of the services it affects.
+
+    affected (branch) -> trigger_<service> for each affected service, in parallel
+                      -> the others show as skipped
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from release.domain.config import PlatformConfig
+from release.flows.pipeline import COMMIT_RE, ParamError, validate_params
+
+
+def plan(params: dict, config: PlatformConfig) -> dict:
+    """The validated trigger and the services it affects, in config order."""
+    from release.domain.affected import AffectedIndex, validate_paths
+
+    before = params.get("before")
+    if before is not None and (not isinstance(before, str) or not COMMIT_RE.fullmatch(before)):
+        raise ParamError(f"before: {str(before)[:80]!r} is not a full commit id (40 lowercase hex characters) or null")
+    facts = validate_params({"commit": params.get("after"), "ref": params.get("ref"), "pr": params.get("pr"),
+                             "changed_paths": params.get("changed_paths") or []})
+    try:
+        paths = validate_paths(params.get("changed_paths") or [])
+    except ValueError as exc:
+        raise ParamError(f"changed_paths: {exc}") from None
+    return {"commit": facts["commit"], "ref": facts["ref"], "pr": facts["pr"], "changed_paths": paths,
+            "services": AffectedIndex.from_config(config).affected(paths)}
+
+
+def trigger_task_id(service: str) -> str:
+    return f"trigger_{service.replace('-', '_')}"
+
+
+def _choose(**context) -> list[str]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from release.domain.config import load_config
+
+    try:
+        result = plan(dict(context["params"]), load_config())
+    except ParamError as exc:
+        raise AirflowFailException(str(exc)) from None
+    context["ti"].xcom_push(key="plan", value=result)
+    print(f"{len(result['changed_paths'])} changed path(s) affect: {', '.join(result['services']) or 'no service'}")
+    return [trigger_task_id(s) for s in result["services"]]
+
+
+DOC = """
+### A commit in, the affected pipelines out
+
+Takes a push or pull-request event (`before`, `after`, `ref`, `pr`, `changed_paths`),
+works out which services it affects (a changed path under a service's folder or matching
+one of its `watch` patterns), and triggers each affected `<service>-pipeline` with the
+same commit, in parallel. Unaffected services show as skipped. The same computation is
+`python -m release affected --paths-file FILE`.
+"""
+
+
+def build_dispatch_dag(config: PlatformConfig):
+    from airflow.providers.standard.operators.python import BranchPythonOperator
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import DAG, Param
+
+    from release.flows.notify import on_failure
+
+    plan_xcom = "ti.xcom_pull(task_ids='affected', key='plan')"
+    with DAG(
+        dag_id="release-dispatch",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
+        tags=["release", "dispatch"],
+        doc_md=DOC,
+        params={
+            "before": Param(None, type=["null", "string"], description="commit before the push"),
+            "after": Param("", type="string", description="commit to build (40 hex)"),
+            "ref": Param("refs/heads/main", type="string"),
+            "pr": Param(None, type=["null", "integer"], description="pull request number (PR mode)"),
+            "changed_paths": Param([], type="array", description="repository paths the push changed"),
+        },
+        render_template_as_native_obj=True,
+    ) as dag:
+        affected = BranchPythonOperator(task_id="affected", python_callable=_choose)
+        for service in config.services:
+            affected >> TriggerDagRunOperator(
+                task_id=trigger_task_id(service),
+                trigger_dag_id=f"{service}-pipeline",
+                conf={"commit": "{{ %s['commit'] }}" % plan_xcom, "ref": "{{ %s['ref'] }}" % plan_xcom,
+                      "pr": "{{ %s['pr'] }}" % plan_xcom, "changed_paths": "{{ %s['changed_paths'] }}" % plan_xcom},
+                wait_for_completion=False,
+            )
+    return dag

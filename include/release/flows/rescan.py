@@ -1,0 +1,393 @@
+"""`image-rescan`: every night, re-scan the digests every environment runs.
+
+    targets -> scan (one Trivy pod per environment and service, pool `rescans`)
+            -> evaluate -> record (one commit for all environments) -> notify -> verdict
+
+A deployed image does not change, but what is known about it does: tonight's Trivy
+database may know a CVE that the pipeline's scan did not. For every deployment in the
+registry the nightly run scans the exact digest again, judges the report under that
+environment's scan policy and compares it with the last summary recorded for it (the last
+re-scan's, else the pipeline's scan):
+
+- the same findings: nothing is written;
+- different findings, or a previous summary recorded before findings named their package:
+  the deployment's evidence gets `rescan` {passed, blocking,
+  new_blocking, summary, scanned_at, run_id, image}, all environments in one commit. The
+  promote DAG's scan gate re-judges `rescan.summary` under the target environment's
+  policy, so a newly blocking CVE stops promotions of that version until it is fixed or
+  allow-listed in the config;
+- newly blocking CVEs (ids that block now and did not block on the previous findings under
+  the same policy) are announced, naming service, environment, digest and CVE ids.
+
+A report that is missing or unreadable (the scan pod failed, Trivy wrote garbage) fails
+the run naming the target, after every other target was evaluated and recorded. Scan pods
+that fail for the cluster's reasons (evicted, never scheduled) are retried by the pod
+factory; a bad report is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from release.domain.config import PlatformConfig
+
+DAG_ID = "image-rescan"
+POOL = "rescans"
+STEP = "rescan"
+REPORT = "trivy.json"
+RUN_LABEL = "release-platform/run"
+ENV_LABEL = "release-platform/env"
+ACTOR = "release-platform"
+
+
+class RescanError(ValueError):
+    """One target's report cannot be judged; the message names the target."""
+
+
+# -- what to scan ---------------------------------------------------------------------------
+
+
+def run_key(run_id: str) -> str:
+    """The run id as a folder name and a label value (unique per run id, at most 63 characters)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "-", run_id).strip("-._")
+    if safe and len(safe) <= 63:
+        return safe
+    head, digest = safe[:52].strip("-._"), hashlib.sha256(run_id.encode()).hexdigest()
+    return f"{head}-{digest[:10]}" if head else digest[:16]
+
+
+def report_path(run_id: str, env: str, service: str) -> str:
+    """Where a target's report goes, relative to the artifact store."""
+    return f"{STEP}/{run_key(run_id)}/{env}/{service}/{REPORT}"
+
+
+def trivy_args(config: PlatformConfig, image: str, output: str) -> list[str]:
+    """The pipeline's Trivy command (steps.scan), pointed at a deployed digest and another report file."""
+    from release.k8s import steps
+
+    template = next(iter(config.services))
+    base = steps.scan(config, template)
+    pipeline_output = f"{steps.artifact_dir(template)}/{REPORT}"
+    args = [output if a == pipeline_output else image if a == steps.SIGNED_REF else a for a in base.args]
+    if output not in args or image not in args:
+        raise RuntimeError("steps.scan no longer writes <artifacts>/<service>/<commit>/trivy.json of SIGNED_REF; "
+                           "update release.flows.rescan.trivy_args")
+    return args
+
+
+def rescan_step(config: PlatformConfig):
+    """The pipeline's Trivy pod step as a re-scan: same image, resources and artifact volume."""
+    from dataclasses import replace
+
+    from release.k8s import steps
+
+    return replace(steps.scan(config, next(iter(config.services))), step=STEP, args=[])
+
+
+def list_targets(config: PlatformConfig, state, run_id: str) -> list[dict]:
+    """One target per deployment the registry records, in promotion order then config order;
+    services with no deployment in an environment are skipped."""
+    from release.k8s.pods import ARTIFACTS_MOUNT, mapped_pod_kwargs
+
+    step = rescan_step(config)
+    targets = []
+    for env in config.env_order:
+        running = state.current(env)
+        for service in config.services_in(env):
+            deployment = running.get(service)
+            if deployment is None:
+                continue
+            report = report_path(run_id, env, service)
+            commit = (deployment.evidence or {}).get("commit")
+            targets.append({
+                "env": env, "service": service, "version": deployment.version, "image": deployment.image,
+                "report": report,
+                "pod": mapped_pod_kwargs(
+                    step, service=service, commit=commit if isinstance(commit, str) else "unknown",
+                    args=trivy_args(config, deployment.image, f"{ARTIFACTS_MOUNT}/{report}"),
+                    extra_labels={ENV_LABEL: env, RUN_LABEL: run_key(run_id)}),
+            })
+    return targets
+
+
+def pod_kwargs(target: dict) -> dict:
+    """What the mapped scan task expands over: the per-pod part of one target."""
+    return target["pod"]
+
+
+# -- comparing with what was recorded --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    changed: bool  # something worth recording: other findings, or another verdict than the last re-scan's
+    new_blocking: list[str] = field(default_factory=list)  # block now, did not on the previous findings
+    resolved: list[str] = field(default_factory=list)  # blocked on the previous findings, do not now
+    note: str = ""
+
+
+def compare(previous: dict | None, current, policy, today: date, *, previous_is_rescan: bool = False) -> Comparison:
+    """Tonight's summary against the previous findings, both judged under the same policy today.
+
+    Only a change of findings makes an id "newly blocking"; a changed policy (an allow entry
+    added or expired) is the gates' business, as they re-judge the summary themselves. When the
+    previous record is a re-scan whose recorded verdict differs from tonight's, the new verdict
+    is recorded too, so `rescan.passed` stays current.
+    """
+    from release.domain.scan import ScanReportError, reevaluate
+
+    if previous is None:
+        return Comparison(True, list(current.blocking), [], "no summary was recorded before")
+    try:
+        baseline = reevaluate(previous, policy, today)
+    except ScanReportError as exc:
+        return Comparison(True, list(current.blocking), [], f"the recorded summary is unusable ({exc})")
+    new_blocking = sorted(set(current.blocking) - set(baseline.blocking))
+    resolved = sorted(set(baseline.blocking) - set(current.blocking))
+    if baseline.legacy and not current.legacy:
+        # Recorded before findings named their package: tonight's summary, which does, replaces
+        # it (read old, write new); ids gained or lost still count as they would otherwise.
+        return Comparison(True, new_blocking, resolved, "the recorded summary predates per-package findings")
+    changed = baseline.findings != current.findings  # both judged, so rows in the same canonical order
+    if not changed and previous_is_rescan:
+        changed = sorted(previous.get("blocking") or []) != sorted(current.blocking)
+    return Comparison(changed, new_blocking, resolved)
+
+
+def last_summary(evidence: dict) -> tuple[dict | None, bool]:
+    """The last recorded summary of a deployment: the last re-scan's, else the pipeline scan's."""
+    rescan = (evidence or {}).get("rescan") or {}
+    if rescan.get("summary"):
+        return rescan["summary"], True
+    return (evidence or {}).get("scan") or None, False
+
+
+def evaluate_target(config: PlatformConfig, target: dict, deployment, report: dict, *, today: date,
+                    run_id: str, scanned_at: str) -> tuple[dict | None, dict | None, Comparison]:
+    """(evidence update or None when unchanged, newly blocking finding or None, the comparison)."""
+    from release.flows.pipeline import scan_policy_for
+    from release.domain.scan import ScanReportError, evaluate_report
+
+    where = f"{target['env']}/{target['service']} ({target['image']})"
+    policy = scan_policy_for(config, target["service"], target["env"])
+    try:
+        summary = evaluate_report(report, policy, today)
+    except ScanReportError as exc:
+        raise RescanError(f"{where}: the Trivy report {target['report']} is unusable: {exc}") from None
+    previous, is_rescan = last_summary(deployment.evidence)
+    comparison = compare(previous, summary, policy, today, previous_is_rescan=is_rescan)
+    if not comparison.changed:
+        return None, None, comparison
+    update = {"version": target["version"], "image": target["image"], "rescan": {
+        "passed": summary.passed, "blocking": list(summary.blocking), "new_blocking": comparison.new_blocking,
+        "summary": summary.to_dict(), "scanned_at": scanned_at, "run_id": run_id, "image": target["image"],
+    }}
+    finding = None
+    if comparison.new_blocking:
+        finding = {"service": target["service"], "env": target["env"], "version": target["version"],
+                   "image": target["image"], "cves": comparison.new_blocking, "threshold": summary.threshold}
+    return update, finding, comparison
+
+
+def evaluate_all(config: PlatformConfig, targets: list[dict], state, artifacts_dir: Path, *, today: date,
+                 run_id: str, scanned_at: str) -> dict:
+    """Judge every target's report; a bad one is an error for that target only.
+
+    Returns {"updates": {env: {service: update}}, "new_findings": [...], "errors": [...], "lines": [...]}.
+    """
+    updates: dict[str, dict[str, dict]] = {}
+    findings, errors, lines = [], [], []
+    for target in targets:
+        where = f"{target['env']}/{target['service']} {target['version']} ({target['image']})"
+        deployment = state.current(target["env"]).get(target["service"])
+        if deployment is None or (deployment.version, deployment.image) != (target["version"], target["image"]):
+            lines.append(f"{where}: no longer deployed there; skipped")
+            continue
+        path = artifacts_dir / target["report"]
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            update, finding, comparison = evaluate_target(config, target, deployment, report, today=today,
+                                                          run_id=run_id, scanned_at=scanned_at)
+        except OSError as exc:
+            errors.append(f"{where}: no readable Trivy report at {path} (did its scan pod fail?): {exc.strerror or exc}")
+            continue
+        except json.JSONDecodeError as exc:
+            errors.append(f"{where}: the Trivy report {path} is not JSON: {exc}")
+            continue
+        except RescanError as exc:
+            errors.append(str(exc))
+            continue
+        if update is None:
+            lines.append(f"{where}: unchanged")
+            continue
+        updates.setdefault(target["env"], {})[target["service"]] = update
+        rescan = update["rescan"]
+        verdict = "passes" if rescan["passed"] else f"blocked by {', '.join(rescan['blocking'])}"
+        extra = [f"newly blocking {', '.join(comparison.new_blocking)}"] if comparison.new_blocking else []
+        extra += [f"no longer blocking {', '.join(comparison.resolved)}"] if comparison.resolved else []
+        extra += [comparison.note] if comparison.note else []
+        lines.append(f"{where}: changed, {verdict}" + (f" ({'; '.join(extra)})" if extra else ""))
+        if finding:
+            findings.append(finding)
+    return {"updates": updates, "new_findings": findings, "errors": errors, "lines": lines}
+
+
+# -- telling people ----------------------------------------------------------------------------
+
+
+def finding_message(finding: dict) -> str:
+    return (f"{finding['service']} in {finding['env']} runs {finding['image']} (version {finding['version']}), "
+            f"which the nightly re-scan finds newly blocked at threshold {finding['threshold']} by "
+            f"{', '.join(finding['cves'])}; promotions of it are refused until fixed or allow-listed")
+
+
+def finding_notice(finding: dict):
+    from release.flows.notify import RESCAN_FINDINGS, Notice
+
+    return Notice(
+        kind=RESCAN_FINDINGS, severity="error",
+        title=f"{finding['service']} in {finding['env']}: newly blocking {', '.join(finding['cves'])}",
+        body=finding_message(finding),
+        fields={"service": finding["service"], "environment": finding["env"], "version": finding["version"],
+                "image": finding["image"], "cves": ", ".join(finding["cves"])},
+    )
+
+
+def notify_new_findings(findings: list[dict], context: dict | None = None) -> list[str]:
+    """Announce newly blocking findings, one notice per service and environment: always in the
+    task log, and on Slack and by e-mail where `notifications:` configures them. Returns the messages."""
+    from release.flows.notify import send
+
+    messages = []
+    for finding in findings:
+        send(finding_notice(finding), context)
+        messages.append(finding_message(finding))
+    return messages
+
+
+# -- task callables ----------------------------------------------------------------------------
+
+
+def _fail(message: str):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def _config() -> PlatformConfig:
+    from release.domain.config import load_config
+
+    return load_config()
+
+
+def task_targets(**context) -> list[dict]:
+    from release.domain.registry import Registry
+
+    config = _config()
+    targets = list_targets(config, Registry.from_config(config).snapshot(), context["run_id"])
+    for t in targets:
+        print(f"{t['env']}/{t['service']} {t['version']}: {t['image']} -> {t['report']}")
+    if not targets:
+        print("nothing is deployed anywhere: nothing to re-scan")
+    return targets
+
+
+def task_evaluate(**context) -> dict:
+    from release.domain.registry import Registry
+    from release.domain.scan import utc_today
+
+    targets = context["ti"].xcom_pull(task_ids="targets")
+    if targets is None:
+        _fail("evaluate: the targets task left no targets (did it fail?)")
+    config = _config()
+    result = evaluate_all(config, targets, Registry.from_config(config).snapshot(), config.artifacts_dir(),
+                          today=utc_today(), run_id=context["run_id"],
+                          scanned_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))
+    print("\n".join(result["lines"] + [f"ERROR {e}" for e in result["errors"]]) or "no targets")
+    return result
+
+
+def task_record(**context) -> dict:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from release.domain.registry import Registry
+
+    updates = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("updates") or {}
+    if not updates:
+        raise AirflowSkipException("every re-scan matches what is recorded: nothing to write")
+    result = Registry.from_config(_config()).record_evidence_across(updates, by=ACTOR, run_id=context["run_id"])
+    count = sum(len(v) for v in updates.values())
+    print(f"recorded {count} re-scan result(s) in {', '.join(updates)}: "
+          + (f"commit {result.sha}" if result.sha else "nothing left to write (redeployed meanwhile)"))
+    return {"commit": result.sha, "updates": count}
+
+
+def task_notify(**context) -> list[str]:
+    findings = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("new_findings") or []
+    messages = notify_new_findings(findings, context)
+    if not messages:
+        print("no newly blocking findings")
+    return messages
+
+
+def task_verdict(**context) -> None:
+    ti = context["ti"]
+    result = ti.xcom_pull(task_ids="evaluate")
+    if result is None:
+        _fail("the re-scan did not finish: evaluate failed (see its log)")
+    problems = list(result.get("errors") or [])
+    if result.get("updates") and not ti.xcom_pull(task_ids="record"):
+        problems.append("the re-scan results could not be recorded in the registry (see the record task)")
+    if problems:
+        _fail(f"image-rescan: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems))
+    print(f"{len(result.get('lines') or [])} target(s) evaluated")
+
+
+# -- the DAG ----------------------------------------------------------------------------------
+
+
+def rescan_doc(config: PlatformConfig) -> str:
+    first = config.env_order[0]
+    return f"""
+### Nightly re-scan of what is deployed
+
+At `{config.nightly.rescan.schedule}` (UTC), for every environment ({", ".join(config.env_order)}) and every
+service the registry says runs there, Trivy scans the deployed digest again (one pod each,
+at most {config.nightly.rescan.pool_slots} at once through the pool `{POOL}`, run in {first}'s namespace
+`{config.environments[first].namespace}`; reports under `{STEP}/<run>/<env>/<service>/{REPORT}` in the artifact store).
+Each report is judged under that environment's scan policy and compared with the last recorded
+summary: unchanged results write nothing; changed ones are recorded as the deployment's `rescan`
+evidence, all environments in **one** GitOps commit. **Newly blocking CVEs** are announced
+(service, environment, digest, CVE ids), and `promote`'s scan gate refuses that version until
+the CVEs are fixed or allow-listed in the config. A missing or unreadable report fails the run
+naming the target, after the other targets were recorded.
+"""
+
+
+def build_rescan_dag(config: PlatformConfig):
+    from airflow.providers.standard.operators.python import PythonOperator
+    from release.flows.assets import REGISTRY
+    from release.k8s.pods import pod_operator
+    from release.flows.schedules import nightly_dag
+
+    first = config.environments[config.env_order[0]]
+    with nightly_dag(DAG_ID, config.nightly.rescan.schedule, rescan_doc(config), tags=[]) as dag:
+        targets = PythonOperator(task_id="targets", python_callable=task_targets)
+        # Scanning an image needs a registry, not the target cluster: every pod runs in the first
+        # environment's namespace through its connection.
+        scan = pod_operator("scan", rescan_step(config), namespace=first.namespace,
+                            kubernetes_conn_id=first.kubernetes_conn_id, pool=POOL,
+                            expand_kwargs=targets.output.map(pod_kwargs))
+        evaluate = PythonOperator(task_id="evaluate", python_callable=task_evaluate, trigger_rule="all_done",
+                                  retries=0)
+        record = PythonOperator(task_id="record", python_callable=task_record, outlets=[REGISTRY])
+        # Not after a failed record: the findings would claim a block the registry does not hold.
+        notify = PythonOperator(task_id="notify", python_callable=task_notify, trigger_rule="none_failed")
+        verdict = PythonOperator(task_id="verdict", python_callable=task_verdict, trigger_rule="all_done")
+        targets >> scan >> evaluate >> record >> notify >> verdict
+    return dag

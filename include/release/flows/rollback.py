@@ -1,0 +1,118 @@
+"""`rollback`: put one service in one environment back on an earlier version, as a new commit.
+
+    validate -> needs_approval -> approve_<env> | no_approval -> hand_over (to deploy-<env>)
+
+`deploy-<env>` (release.flows.deploy) makes the commit, rolls it out and smoke-tests it, in turn with
+every other change to that environment.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from release.domain.config import PlatformConfig
+from release.flows.promote import MAX_ACTIVE_REQUESTS, NAME_RE, PromotionError, _plain, approval_task, change_set, run_planner
+from release.domain.registry import MAX_REASON, USER_RE, VERSION_RE, NoRollbackTarget
+
+
+def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -> dict:
+    envs = config.env_order
+    env = _plain("env", params.get("env"), NAME_RE, ", ".join(envs))
+    if env not in envs:
+        raise PromotionError(f"env: {env!r} is not allowed; allowed: {', '.join(envs)}")
+    running = state.current(env)
+    service = _plain("service", params.get("service"), NAME_RE, ", ".join(running) or "none")
+    if service not in running:
+        raise PromotionError(f"service: {service!r} does not run in {env}; allowed: {', '.join(running) or 'none'}")
+    to_version = params.get("to_version")
+    if to_version is not None:
+        _plain("to_version", to_version, VERSION_RE, "a version such as 1.4.2")
+    reason = params.get("reason") or ""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason):
+        raise PromotionError(f"reason: required, at most {MAX_REASON} characters on one line")
+    if not USER_RE.fullmatch(requester or ""):
+        raise PromotionError(f"the run was triggered by {requester!r}, which is not a user name the registry can record")
+    current = running[service]
+    try:
+        if to_version is None:
+            target = state.rollback_target(env, service)
+        else:
+            target = state.deployed_versions(env, service).get(to_version)
+            if target is None or to_version == current.version:
+                allowed = [v for v in reversed(list(state.deployed_versions(env, service))) if v != current.version]
+                raise NoRollbackTarget(f"to_version: {to_version!r} was never successfully deployed to {env} "
+                                       f"before {current.version}; allowed: {', '.join(allowed) or 'none'}")
+    except NoRollbackTarget as exc:
+        raise PromotionError(str(exc)) from None
+    approval = config.environments[env].approval
+    return {
+        "kind": "rollback", "action": "rollback", "env": env, "to_env": env, "service": service, "services": [service],
+        "requester": requester, "reason": reason,
+        "from_version": current.version, "to_version": target.version, "image": target.image,
+        "items": [{"service": service, "version": target.version, "image": target.image}],
+        "needs_approval": approval.required_for_rollback, "approvers": approval.approvers,
+        "subject": f"Roll {service} in {env} back from {current.version} to {target.version}?",
+        "body": f"Requested by **{requester}**: {reason}\n\n`{current.image}` -> `{target.image}`",
+    }
+
+
+def task_validate(**context) -> dict:
+    return run_planner(plan_rollback, context)
+
+
+def task_needs_approval(**context) -> str:
+    plan = context["ti"].xcom_pull(task_ids="validate")
+    return f"approve_{plan['env'].replace('-', '_')}" if plan["needs_approval"] else "no_approval"
+
+
+DOC = """
+### Roll a service back
+
+Trigger with `service`, `env`, optionally `to_version` (default: the newest earlier version
+that was successfully deployed there and never rolled back) and `reason`. The target must
+have been deployed in that environment before. Where the environment's policy says so
+(`approval.required_for_rollback`), another approver confirms first (four-eyes). Then
+`hand_over` gives the change to `deploy-<env>`, which applies it in turn with every other change
+to that environment: one commit puts the exact earlier digest back; Argo CD syncs it (or, for an
+environment with the `helm` deploy strategy, `helm upgrade --install --atomic --wait` deploys
+exactly that commit) and the smoke test runs. History shows the replaced version as `rolled_back`, with the reason.
+The run's note says what it did ("rolled service-a in prod back from 1.2.0 to 1.1.0, commit ...;
+smoke test passed", "refused: ...", "rejected by bob"); a run that rolled nothing back is failed.
+"""
+
+
+def build_rollback_dag(config: PlatformConfig):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+    from airflow.sdk import DAG, Param
+
+    from release.flows.handover import HandOver
+    from release.flows.notify import on_failure
+
+    plan = "ti.xcom_pull(task_ids='validate')"
+    with DAG(
+        dag_id="rollback",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        default_args={"on_failure_callback": on_failure()},  # task log, plus Slack / e-mail if configured
+        max_active_runs=MAX_ACTIVE_REQUESTS,  # the environment's deploy-<env> serialises the changes
+        tags=["release", "rollback"],
+        doc_md=DOC,
+        render_template_as_native_obj=True,
+        params={
+            "service": Param(next(iter(config.services)), type="string", enum=list(config.services)),
+            "env": Param(config.env_order[0], type="string", enum=config.env_order),
+            "to_version": Param(None, type=["null", "string"], description="default: the previous version"),
+            "reason": Param("", type="string", minLength=1, maxLength=MAX_REASON),
+        },
+    ) as dag:
+        validate = PythonOperator(task_id="validate", python_callable=task_validate)
+        needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
+        no_approval = EmptyOperator(task_id="no_approval")
+        hand_over = HandOver(change_set=change_set("rollback"), trigger_rule="none_failed_min_one_success")
+        validate >> needs_approval >> no_approval >> hand_over
+        for env_name, env in config.environments.items():
+            if env.approval.required_for_rollback:
+                needs_approval >> approval_task(env_name, env, "rollback", plan) >> hand_over
+    return dag

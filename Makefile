@@ -38,7 +38,9 @@ run:
 # PYTEST_WORKERS=0 runs everything in one process; PYTEST_EXIT_FILE=path keeps pytest's exit code
 # there when it fails (make itself reports any failure as 2).
 PYTEST_WORKERS ?= 3
+# The layers' import contracts (pyproject.toml, [tool.importlinter]) are checked first: a second.
 test: install-dev
+	$(VENV)/bin/lint-imports --no-cache
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup \
 	  --cov=release --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS) \
 	  || { status=$$?; $(if $(PYTEST_EXIT_FILE),echo $$status > $(PYTEST_EXIT_FILE);) exit $$status; }

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from release.gitops.store import GitOpsStore  # noqa: E402
-from release.domain.registry import Registry  # noqa: E402
+from release.gitops.registry import Registry  # noqa: E402
 from tests.helpers import make_gitops_repo, many_services, request_for  # noqa: E402
 
 

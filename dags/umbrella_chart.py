@@ -44,7 +44,8 @@ def umbrella_chart():
         from release.flows import outcome
         from release.gitops import umbrella
         from release.domain.config import load_config
-        from release.domain.registry import Registry, RegistryFileError
+        from release.domain.registry import RegistryFileError
+        from release.gitops.registry import Registry
 
         registry = Registry.from_config(load_config())
         try:

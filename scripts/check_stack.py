@@ -262,7 +262,7 @@ def _schema_error(manifest: str) -> str | None:
     return None
 
 
-DRILL_PREFIX = "drill-"  # the restore drill's scratch namespaces (release.flows.backups.scratch_namespace)
+DRILL_PREFIX = "drill-"  # the restore drill's scratch namespaces (release.domain.backups.scratch_namespace)
 
 
 def is_drill_cleanup(doc: dict) -> bool:

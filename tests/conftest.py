@@ -34,7 +34,7 @@ os.environ.pop("RELEASE_PLATFORM_CONFIG", None)
 
 from release.domain.config import PlatformConfig, load_config  # noqa: E402
 from release.gitops.store import GitOpsStore  # noqa: E402
-from release.domain.registry import Registry  # noqa: E402
+from release.gitops.registry import Registry  # noqa: E402
 from tests.helpers import make_gitops_repo  # noqa: E402
 
 pytest_plugins = ["sandbox.pytest_plugin"]

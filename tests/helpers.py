@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from release.gitops import umbrella
 from release.domain.config import GITOPS_TEMPLATE_DIR, PlatformConfig
-from release.gitops.store import create_bare_repo, local_repo_url
-from release.domain.registry import DeployRequest, RegistryState
+from release.gitops.registry import seed_repo
+from release.gitops.store import local_repo_url
+from release.domain.registry import DeployRequest
 
 
 def digest(char: str) -> str:
@@ -21,13 +21,7 @@ def request_for(config: PlatformConfig, service: str, version: str, char: str = 
 
 def make_gitops_repo(path: Path, config: PlatformConfig, template: Path = GITOPS_TEMPLATE_DIR) -> str:
     """A real bare repository seeded from `template`, as `make run` creates it."""
-
-    def prepare(tree: Path) -> None:
-        state = RegistryState.from_tree(tree)
-        state.write(tree, config.env_order)
-        umbrella.write_all(tree, config, state)
-
-    create_bare_repo(path, template, "main", prepare)
+    seed_repo(path, config, template, "main")
     return local_repo_url(path)
 
 

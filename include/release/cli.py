@@ -23,7 +23,7 @@ def _config_check(args) -> int:
 def _registry(config):
     """The registry the config names; a local repository that was never created is said so at once."""
     from release.gitops.store import GitOpsError, default_repo_path
-    from release.domain.registry import Registry
+    from release.gitops.registry import Registry
 
     if not config.gitops.url and not (default_repo_path() / "HEAD").exists():
         raise GitOpsError(f"no GitOps repository at {default_repo_path()}; create it with "
@@ -110,7 +110,8 @@ def _registry_history(args) -> int:
 
 def _gitops_init(args) -> int:
     from release.domain.config import load_config
-    from release.gitops.store import default_repo_path, ensure_local_repo
+    from release.gitops.store import default_repo_path
+    from release.gitops.registry import ensure_local_repo
 
     config = load_config()
     if config.gitops.url:
@@ -214,7 +215,7 @@ def _affected(args) -> int:
 def _backups(args) -> int:
     from tabulate import tabulate
 
-    from release.flows.backups import read_records
+    from release.domain.backups import read_records
     from release.domain.config import load_config
 
     config = load_config()

@@ -29,7 +29,7 @@ SEEDED_ANNOTATION = "release-platform/sandbox"
 
 def prior_backup_manifests(config: PlatformConfig, completed: datetime) -> list[dict]:
     """One `velero-backups` Backup manifest per environment the platform backs up."""
-    from release.flows.backups import BACKUPS_DAG_ID, backup_envs
+    from release.domain.backups import BACKUPS_DAG_ID, backup_envs
     from release.k8s.velero_objects import backup_manifest, object_name
 
     manifests = []

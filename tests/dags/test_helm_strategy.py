@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from release.gitops.store import ensure_local_repo
-from release.domain.registry import Registry
+from release.gitops.registry import ensure_local_repo
+from release.gitops.registry import Registry
 from tests.dags.test_promote import as_user, last_run, override_config, promote, release, world  # noqa: F401 - shared fixtures
 from tests.dags.test_rollback import rollback, staging  # noqa: F401 - shared fixtures
 from tests.dags.test_service_pipeline import NEW_DIGEST, run, scenario

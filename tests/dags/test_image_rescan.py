@@ -10,8 +10,9 @@ from pathlib import Path
 import git
 import pytest
 
-from release.gitops.store import ensure_local_repo
-from release.domain.registry import DeployRequest, Registry
+from release.gitops.registry import ensure_local_repo
+from release.domain.registry import DeployRequest
+from release.gitops.registry import Registry
 from release.domain.scan import ScanPolicy, evaluate_report
 from tests.dags.test_promote import override_config
 from tests.helpers import digest

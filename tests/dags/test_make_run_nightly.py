@@ -14,9 +14,9 @@ from pathlib import Path
 import git
 import pytest
 
-from release.flows.backups import read_records, scratch_namespace
-from release.gitops.store import ensure_local_repo
-from release.domain.registry import Registry
+from release.domain.backups import read_records, scratch_namespace
+from release.gitops.registry import ensure_local_repo
+from release.gitops.registry import Registry
 from release.flows.rescan import report_path
 from sandbox.seed import PRIOR_RUN_ID, SEEDED_ANNOTATION, prepare
 from sandbox.validation import validate_crd

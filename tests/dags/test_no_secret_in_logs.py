@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from release.gitops.store import default_repo_path, ensure_local_repo
+from release.gitops.store import default_repo_path
+from release.gitops.registry import ensure_local_repo
 from tests.dags.test_promote import override_config, promote
 from tests.dags.test_service_pipeline import run as run_pipeline
 from tests.dags.test_service_pipeline import scenario, world  # noqa: F401 - the pipeline's world

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from release.gitops.store import ensure_local_repo
-from release.domain.registry import DeployRequest, Registry
+from release.gitops.registry import ensure_local_repo
+from release.domain.registry import DeployRequest
+from release.gitops.registry import Registry
 from release.domain.scan import ScanPolicy, evaluate_report
 from tests.dags.conftest import deploy_result, deploy_xcom
 from tests.helpers import answer_approval, assert_pods_meet_restricted, digest, head

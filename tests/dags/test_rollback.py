@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from release.gitops.store import ensure_local_repo
-from release.domain.registry import Registry
+from release.gitops.registry import ensure_local_repo
+from release.gitops.registry import Registry
 from tests.dags.test_promote import (as_user, hitl_open, last_run, mark_success_by_hand, outcome_of,  # noqa: F401 - shared fixtures
                                     override_config, release, wait_for_state)
 from tests.dags.conftest import deploy_result

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from release.gitops.store import ensure_local_repo
-from release.domain.registry import Registry
+from release.gitops.registry import ensure_local_repo
+from release.gitops.registry import Registry
 from tests.dags.conftest import deploy_result, deploy_xcom
 from tests.dags.test_promote import last_run
 from tests.helpers import assert_pods_meet_restricted, digest, request_for

@@ -7,8 +7,9 @@ from pathlib import Path
 import git
 import yaml
 
-from release.gitops.store import GitOpsStore, ensure_local_repo
-from release.domain.registry import Registry
+from release.gitops.store import GitOpsStore
+from release.gitops.registry import ensure_local_repo
+from release.gitops.registry import Registry
 from tests.helpers import request_for
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from release.flows.backups import read_records, scratch_namespace
+from release.domain.backups import read_records, scratch_namespace
 from sandbox.validation import validate_crd
 from tests.dags.test_promote import override_config
 

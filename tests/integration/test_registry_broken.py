@@ -10,7 +10,8 @@ import pytest
 from release.gitops import umbrella
 from release.cli import main
 from release.gitops.store import Author
-from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, Registry, RegistryFileError
+from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, RegistryFileError
+from release.gitops.registry import Registry
 from tests.helpers import head, request_for
 
 

@@ -11,8 +11,10 @@ import yaml
 
 from release.gitops import umbrella
 from release.cli import main
-from release.gitops.store import GitOpsStore, ensure_local_repo
-from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, NoRollbackTarget, Registry, RegistryError, RegistryState
+from release.gitops.store import GitOpsStore
+from release.gitops.registry import ensure_local_repo
+from release.domain.registry import HISTORY_FILE, VERSIONS_FILE, NoRollbackTarget, RegistryError, RegistryState
+from release.gitops.registry import Registry
 from tests.helpers import digest, head, make_gitops_repo, many_services, request_for
 
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from release.gitops import umbrella
 from release.domain.config import DEFAULT_CONFIG_PATH, GITOPS_TEMPLATE_DIR, parse_config
 from release.gitops.store import CommitResult
-from release.domain.registry import DeployRequest, Registry, RegistryError, RegistryState, validate_actor, validate_request
+from release.domain.registry import DeployRequest, RegistryError, RegistryState, validate_actor, validate_request
+from release.gitops.registry import Registry
 from tests.helpers import digest, head
 from tests.unit.fuzzing import field_of, fuzz, hostile, junk, mostly_valid, nasty_text
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from release.flows.backups import backup_envs, drill_verdict, newest_completed, scratch_namespace
+from release.domain.backups import backup_envs, drill_verdict, newest_completed, scratch_namespace
 from release.domain.config import parse_config
 from sandbox.validation import DNS_LABEL, validate_crd
 from release.k8s.velero import Results, VeleroStatus, backup_manifest, object_name, restore_manifest
@@ -119,7 +119,7 @@ nightly: {nightly}
 
 
 def test_backups_command_lists_records_oldest_first(data_dir, capsys):
-    from release.flows.backups import BackupRecord, DrillRecord, write_record
+    from release.domain.backups import BackupRecord, DrillRecord, write_record
     from release.cli import main
     from release.domain.config import load_config
 

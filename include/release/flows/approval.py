@@ -99,7 +99,7 @@ class ApprovalByOthers(ApprovalOperator):
     """ApprovalOperator for `approvers` other than the run's requester; Reject fails it."""
 
     def __init__(self, *, approvers: list[str], action: str = "run", **kwargs: Any):
-        from release.k8s.pods import INFRASTRUCTURE_RETRIES
+        from release.k8s.operators import INFRASTRUCTURE_RETRIES
 
         kwargs.setdefault("fail_on_reject", True)
         # A rejection, no answer in time or a requester who is the only approver fail at once

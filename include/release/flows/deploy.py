@@ -313,7 +313,7 @@ def task_apply(env: str):
         the one GitOps commit and start the rollout."""
         from release.flows import outcome
         from release.gitops.store import GitOpsError
-        from release.domain.registry import Registry
+        from release.gitops.registry import Registry
         from release.domain.registry_file import RegistryFileError
 
         config = _config()
@@ -406,7 +406,7 @@ def task_record_smoke(env: str):
     def record_smoke(**context) -> None:
         """The promotion gate reads this: a passed smoke test of exactly these versions here."""
         from release.flows import outcome
-        from release.domain.registry import Registry
+        from release.gitops.registry import Registry
 
         applied = context["ti"].xcom_pull(task_ids="apply")
         change = ChangeSet.model_validate(applied["change"])
@@ -453,7 +453,7 @@ def task_undo(env: str, strategy: str):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from release.flows import outcome
-        from release.domain.registry import Registry
+        from release.gitops.registry import Registry
 
         ti = context["ti"]
         applied = ti.xcom_pull(task_ids="apply")
@@ -489,7 +489,7 @@ def task_report(env: str, strategy: str):
         passed; otherwise it fails with what happened, which becomes the run's note and the
         calling run's message."""
         from release.flows import outcome
-        from release.domain.registry import Registry
+        from release.gitops.registry import Registry
 
         ti = context["ti"]
         applied, undone = ti.xcom_pull(task_ids="apply"), ti.xcom_pull(task_ids="undo")

@@ -109,7 +109,7 @@ def task_scan_gate(service: str, commit: str) -> dict:
 def task_chart_validate(service: str) -> list[str]:
     from release.gitops.charts import validate_service_chart
     from release.domain.config import load_config
-    from release.domain.registry import Registry
+    from release.gitops.registry import Registry
 
     config = load_config()
     with Registry.from_config(config).store.checkout() as tree:

@@ -226,7 +226,7 @@ def _config():
 def run_planner(planner, context) -> dict:
     """The `validate` task of promote and rollback: plan from the params, the config and the
     registry, as the user who triggered the run; a refusal fails the run naming the param."""
-    from release.domain.registry import Registry
+    from release.gitops.registry import Registry
 
     config = _config()
     requester = getattr(context["dag_run"], "triggering_user_name", None) or ""

@@ -286,7 +286,7 @@ def _config() -> PlatformConfig:
 
 
 def task_targets(**context) -> list[dict]:
-    from release.domain.registry import Registry
+    from release.gitops.registry import Registry
 
     config = _config()
     targets = list_targets(config, Registry.from_config(config).snapshot(), context["run_id"])
@@ -298,7 +298,7 @@ def task_targets(**context) -> list[dict]:
 
 
 def task_evaluate(**context) -> dict:
-    from release.domain.registry import Registry
+    from release.gitops.registry import Registry
     from release.domain.scan import utc_today
 
     targets = context["ti"].xcom_pull(task_ids="targets")
@@ -315,7 +315,7 @@ def task_evaluate(**context) -> dict:
 def task_record(**context) -> dict:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from release.domain.registry import Registry
+    from release.gitops.registry import Registry
 
     updates = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("updates") or {}
     if not updates:

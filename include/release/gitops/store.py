@@ -401,23 +401,3 @@ def store_from_config(config, **kwargs) -> GitOpsStore:
         conn = BaseHook.get_connection(g.conn_id)
         credentials = Credentials(conn.login or "git", conn.password or "")
     return GitOpsStore(url, g.branch, committer=Author(g.author.name, g.author.email), credentials=credentials, **kwargs)
-
-
-def ensure_local_repo(config) -> Path | None:
-    """Create the default local GitOps repository from the template, once.
-
-    Returns its path when it was created, None when it existed or a remote is configured.
-    """
-    if config.gitops.url:
-        return None
-    from release.domain.config import GITOPS_TEMPLATE_DIR
-    from release.domain.registry import RegistryState
-    from release.gitops import umbrella
-
-    def prepare(tree: Path) -> None:
-        state = RegistryState.from_tree(tree)
-        state.write(tree, config.env_order)
-        umbrella.write_all(tree, config, state)
-
-    path = default_repo_path()
-    return path if create_bare_repo(path, GITOPS_TEMPLATE_DIR, config.gitops.branch, prepare) else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from release.domain.config import PlatformConfig
-from release.domain.registry import RegistryState, dump_yaml
+from release.domain.registry import RegistryState, dump_yaml, umbrella_dir
 
 _HEADER = "# Generated from registry/versions.yaml by the release platform. Do not edit by hand.\n"
 CHART_VERSION = "1.0.0"
@@ -22,10 +22,6 @@ CHART_VERSION = "1.0.0"
 
 class UmbrellaError(ValueError):
     pass
-
-
-def umbrella_dir(env: str) -> str:
-    return f"umbrella/{env}"
 
 
 def _service_chart(tree: Path, chart_path: str, service: str) -> dict:

@@ -122,7 +122,7 @@ class ApplicationSyncedSensor(BaseSensorOperator):
 
     def __init__(self, *, kubernetes_conn_id: str, namespace: str, application: str, revision: str,
                  timeout_seconds: float = 900, poll_interval: float = 5.0, **kwargs: Any):
-        from release.k8s.pods import INFRASTRUCTURE_RETRIES
+        from release.k8s.operators import INFRASTRUCTURE_RETRIES
 
         # A retry (the defer race failing a try whose sync was already seen) waits again, briefly;
         # a timeout or a failed sync fails at once (AirflowFailException).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -11,7 +13,14 @@ from airflow.providers.cncf.kubernetes.utils.container import (
     get_container_termination_message,
 )
 
-from release.k8s.pods import parse_result
+
+# A step retries only for the platform's sake (an evicted or never-started pod, the API server
+# failing a request, a try Airflow failed after the pod succeeded): a tool that ran and said no
+# fails at once. Such a retry waits seconds, doubling per try with jitter, never over the cap.
+# Sensors that wait deferred (an Argo CD sync, the end of a freeze) retry alike: the same race
+# can fail a try whose wait is already over, and waiting again is harmless.
+INFRASTRUCTURE_RETRIES = dict(retries=2, retry_delay=timedelta(seconds=5), retry_exponential_backoff=2.0,
+                              max_retry_delay=timedelta(seconds=30))
 
 # Where a step's result is kept between the tries of one task instance (Airflow's task state
 # store, scoped to run, task and map index), and the pod label that says which generation of
@@ -221,8 +230,6 @@ class FreezeEndSensor(DateTimeSensorAsync):
     deferral exit fails the resumed try). Retries like the pod steps, in case it strikes anyway."""
 
     def __init__(self, **kwargs: Any):
-        from release.k8s.pods import INFRASTRUCTURE_RETRIES
-
         super().__init__(**(INFRASTRUCTURE_RETRIES | kwargs))
 
     def execute(self, context):
@@ -232,3 +239,13 @@ class FreezeEndSensor(DateTimeSensorAsync):
             self.log.info("Nothing to wait for: %s has passed", self._moment.isoformat())
             return None
         return super().execute(context)
+
+
+def parse_result(message: str | None) -> Any:
+    """What a pod said in /dev/termination-log: JSON when it is JSON, else the text."""
+    if not message:
+        return None
+    try:
+        return json.loads(message)
+    except json.JSONDecodeError:
+        return message.strip()

@@ -14,10 +14,8 @@ hardened alike.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from kubernetes.client import models as k8s
@@ -27,14 +25,6 @@ ARTIFACTS_CLAIM = "release-artifacts"  # a ReadWriteMany volume the workers see 
 RUN_AS_USER = 65532  # "nonroot" in distroless and Chainguard images
 # Where Kubernetes clients (helm, kubectl, client-go) look for in-cluster credentials.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-# A step retries only for the platform's sake (an evicted or never-started pod, the API server
-# failing a request, a try Airflow failed after the pod succeeded): a tool that ran and said no
-# fails at once. Such a retry waits seconds, doubling per try with jitter, never over the cap.
-# Sensors that wait deferred (an Argo CD sync, the end of a freeze) retry alike: the same race
-# can fail a try whose wait is already over, and waiting again is harmless.
-INFRASTRUCTURE_RETRIES = dict(retries=2, retry_delay=timedelta(seconds=5), retry_exponential_backoff=2.0,
-                              max_retry_delay=timedelta(seconds=30))
 
 # Each kubernetes model built without a configuration copies the client's default one,
 # which costs more than everything else in a DAG file; one shared copy keeps parsing
@@ -223,7 +213,7 @@ def pod_operator(
     mapped operator instead: one pod per item, all built here and hardened alike, differing only
     in `MAPPED_KEYS`. An item that tried to set anything else the factory sets fails the task.
     """
-    from release.k8s.operators import ReleasePodOperator
+    from release.k8s.operators import INFRASTRUCTURE_RETRIES, ReleasePodOperator
 
     pod_ctx, container_ctx = security_contexts(step.exception)
     volumes = [_m(k8s.V1Volume, name=f"scratch-{i}", empty_dir=_m(k8s.V1EmptyDirVolumeSource, size_limit="1Gi"))
@@ -287,13 +277,3 @@ def pod_operator(
         labels=pod_labels(service, step.step, commit),
         **common,
     )
-
-
-def parse_result(message: str | None) -> Any:
-    """What a pod said in /dev/termination-log: JSON when it is JSON, else the text."""
-    if not message:
-        return None
-    try:
-        return json.loads(message)
-    except json.JSONDecodeError:
-        return message.strip()

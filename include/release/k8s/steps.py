@@ -197,7 +197,7 @@ def helm_deploy(config: PlatformConfig, env: str, revision: str, step: str | Non
     """`helm upgrade --install --atomic --wait` of `env`'s umbrella chart at the GitOps branch
     tip, which contains `revision` (a template of the task that wrote it): what Argo CD would
     sync, with the same release name and the same values files as the ApplicationSet gives it."""
-    from release.gitops.umbrella import umbrella_dir
+    from release.domain.registry import umbrella_dir
 
     environment = config.environments[env]
     chart = f"{GITOPS_CHECKOUT}/{umbrella_dir(env)}"

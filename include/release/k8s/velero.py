@@ -233,7 +233,7 @@ class VeleroSensor(BaseSensorOperator):
     ui_color = "#e0f0ff"
 
     def __init__(self, *, target: Any, timeout_minutes: float, poll_interval: float = 10.0, **kwargs: Any):
-        from release.k8s.pods import INFRASTRUCTURE_RETRIES
+        from release.k8s.operators import INFRASTRUCTURE_RETRIES
 
         super().__init__(**(INFRASTRUCTURE_RETRIES | kwargs))  # see ApplicationSyncedSensor
         self.target = target

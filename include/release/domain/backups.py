@@ -1,0 +1,130 @@
+"""Backups and restore drills as data: which environments, the records they leave, what a drill proved.
+
+Every backup and every drill leaves a record (JSON, one file each) in the artifact store
+under `velero/`, where `python -m release backups` and a dashboard can read them without
+cluster access. The DAGs are in `release.flows.backups`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from release.domain.config import PlatformConfig
+
+BACKUPS_DAG_ID = "velero-backups"
+DRILL_DAG_ID = "velero-restore-drill"
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    env: str
+    name: str
+    phase: str
+    started: str | None
+    completed: str | None
+    items_backed_up: int
+    items_total: int
+    errors: int
+    warnings: int
+    error_messages: list[str]
+    warning_messages: list[str]
+    timed_out: bool
+    run_id: str
+    recorded_at: str
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    env: str
+    backup: str | None
+    restore: str | None
+    namespaces: dict[str, str]  # live namespace -> scratch copy
+    restored: bool
+    restore_phase: str | None
+    smoke_passed: bool
+    smoke: dict[str, str]  # service -> task state
+    recovery_seconds: float | None  # restore requested -> smoke tests done
+    problems: list[str]
+    run_id: str
+    recorded_at: str = field(default_factory=lambda: now_text())
+
+
+def now_text() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def records_dir(config: PlatformConfig, kind: str) -> Path:
+    return config.artifacts_dir() / "velero" / kind
+
+
+def write_record(config: PlatformConfig, kind: str, record: BackupRecord | DrillRecord, name: str) -> Path:
+    """One JSON file per backup or drill, replaced atomically (a reader never sees half a file)."""
+    folder = records_dir(config, kind) / record.env
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(record), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read_records(config: PlatformConfig, kind: str, env: str | None = None) -> list[dict]:
+    """Records oldest first (by when they were written)."""
+    root = records_dir(config, kind)
+    paths = root.glob(f"{env}/*.json" if env else "*/*.json")
+    records = [json.loads(p.read_text()) for p in paths]
+    return sorted(records, key=lambda r: (r["recorded_at"], r.get("name") or r.get("restore") or ""))
+
+
+def backup_envs(config: PlatformConfig, requested: list | None) -> list[str]:
+    """The environments to back up: those asked for (validated), else every enabled one."""
+    enabled = [e for e in config.env_order if config.environments[e].backup.enabled]
+    if not requested:
+        return enabled
+    unknown = [e for e in requested if e not in enabled]
+    if unknown:
+        raise ValueError(f"environments: {', '.join(map(repr, unknown))} cannot be backed up; allowed values: {', '.join(enabled)}")
+    return [e for e in enabled if e in requested]
+
+
+def scratch_namespace(namespace: str) -> str:
+    """The fixed name a drill restores `namespace` into. Fixed, so the cluster grants the
+    platform delete on exactly these names (deploy/clusters/); drills never overlap."""
+    return f"drill-{namespace[:57].rstrip('-')}"
+
+
+def newest_completed(backups: list[dict], env: str) -> dict | None:
+    """The newest Completed backup this platform made of `env` (Velero may hold others too)."""
+    ours = [b for b in backups
+            if (b["metadata"].get("labels") or {}).get("release-platform/env") == env
+            and (b.get("status") or {}).get("phase") == "Completed"]
+    return max(ours, key=lambda b: b["status"].get("completionTimestamp") or "", default=None)
+
+
+def drill_verdict(env: str, restore: dict | None, restored: dict | None, smoke: dict[str, str],
+                  run_id: str, finished: datetime) -> DrillRecord:
+    """What the drill proved. `restored` is the wait's outcome (None when it failed)."""
+    problems = []
+    phase = (restored or {}).get("status", {}).get("phase")
+    if restore is None:
+        problems.append("the restore was never started")
+    elif restored is None:
+        problems.append(f"restore {restore['name']} did not complete (see the wait task's log)")
+    failed = sorted(s for s, state in smoke.items() if state != "success")
+    if failed:
+        problems.append(f"smoke tests did not pass against the restored copy: {', '.join(failed)}")
+    recovery = None
+    if restore and restored and not failed:
+        started = datetime.fromisoformat(restore["started"].replace("Z", "+00:00"))
+        recovery = round((finished - started).total_seconds(), 1)
+    return DrillRecord(
+        env=env, backup=(restore or {}).get("backup"), restore=(restore or {}).get("name"),
+        namespaces=(restore or {}).get("mapping", {}), restored=restored is not None, restore_phase=phase,
+        smoke_passed=not failed and bool(smoke), smoke=smoke, recovery_seconds=recovery, problems=problems, run_id=run_id,
+    )

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from release.domain.values import DNS1123_LABEL
+
 KUBE_VERSION = "1.35"
 CRD_DIR = Path(__file__).resolve().parent / "crds"
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = DNS1123_LABEL
 # resource.Quantity as the API server parses it: a number with an optional SI, binary or exponent suffix.
 QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")

@@ -46,6 +46,19 @@ def test_every_task_of_every_dag_notifies_when_it_fails(bag):
             assert any(isinstance(cb, FailureNotifier) for cb in callbacks), f"{dag_id}.{task.task_id} fails silently"
 
 
+def test_a_failed_promote_check_is_named_a_blocked_promotion(bag):
+    """The checks notify calls "Promotion blocked" are the promote DAG's own tasks (one list, in
+    release.domain.gates): a renamed gate cannot fall back to a plain "task failed" unnoticed."""
+    from release.domain.gates import PROMOTION_CHECKS
+    from release.flows.notify import PROMOTION_BLOCKED, TASK_FAILED, classify
+
+    tasks = set(bag.dags["promote"].task_ids)
+    assert set(PROMOTION_CHECKS) <= tasks, sorted(set(PROMOTION_CHECKS) - tasks)
+    blocked = {t for t in tasks if classify("promote", t)[0] == PROMOTION_BLOCKED}
+    assert blocked == set(PROMOTION_CHECKS) | {t for t in tasks if t.startswith("approve_")}
+    assert classify("promote", "hand_over")[0] == TASK_FAILED
+
+
 NIGHTLY = {"velero-backups": "backups", "velero-restore-drill": "restore_drill", "image-rescan": "rescan"}
 
 

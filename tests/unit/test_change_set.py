@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from release.flows.deploy import ChangeRefused, check_against_config, check_against_registry, parse_change_set
+from release.domain.change_set import ChangeRefused, check_against_config, check_against_registry, parse_change_set
 from release.domain.registry import RegistryState
 from tests.dags.test_promote import evidence
 from tests.helpers import digest, request_for

@@ -7,11 +7,12 @@ import pytest
 import yaml
 
 from release.domain.config import DEFAULT_CONFIG_PATH, ConfigError, parse_config
-from release.flows.dispatch import plan as dispatch_plan
-from release.flows.pipeline import ParamError, validate_params
-from release.flows.promote import PromotionError, plan_promotion
+from release.domain.plans import plan_dispatch as dispatch_plan
+from release.domain.plans import ParamError, validate_params
+from release.domain.gates import PromotionError
+from release.domain.plans import plan_promotion
 from release.domain.registry import RegistryState
-from release.flows.rollback import plan_rollback
+from release.domain.plans import plan_rollback
 from sandbox.validation import Invalid, validate_core
 from tests.helpers import request_for
 

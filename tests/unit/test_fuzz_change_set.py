@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
-from release.flows.deploy import ChangeRefused, ChangeSet, check_against_config, check_against_registry, parse_change_set
+from release.domain.change_set import ChangeRefused, ChangeSet, check_against_config, check_against_registry, parse_change_set
 from release.domain.registry import DIGEST_RE, USER_RE, VERSION_RE, RegistryState
 from release.domain.scan import ScanPolicy, evaluate_report
 from tests.helpers import digest
@@ -182,7 +182,8 @@ def test_round_trip_of_a_valid_change(config):
 @example([{"smoke": {"passed": "no"}, "scan": PASSING_SCAN}])  # was taken as a passed smoke test
 @example(["evidence"])
 def test_gates_judge_any_recorded_evidence(evidences):
-    from release.flows.promote import PromotionError, describe, gate_scan, gate_smoke
+    from release.domain.gates import PromotionError, gate_scan, gate_smoke
+    from release.domain.plans import describe
 
     plan = {"from_env": "staging", "to_env": "prod", "services": list(CONFIG.services)[:len(evidences)],
             "requester": "alice", "reason": "go",

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from release.domain.config import DEFAULT_CONFIG_PATH, HELM_RELEASE_MAX, ConfigError, _loc, parse_config
-from release.flows.pipeline import scan_policy_for
+from release.domain.gates import scan_policy_for
 from tests.unit.fuzzing import fuzz, junk, nasty_text, scalar_junk
 
 TEXT = DEFAULT_CONFIG_PATH.read_text()

@@ -10,11 +10,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from release.domain.affected import naive_affected
-from release.flows.dispatch import plan as dispatch_plan
-from release.flows.pipeline import COMMIT_RE, ParamError, validate_params
-from release.flows.promote import PromotionError, plan_promotion
+from release.domain.plans import plan_dispatch as dispatch_plan
+from release.domain.plans import COMMIT_RE, ParamError, validate_params
+from release.domain.gates import PromotionError
+from release.domain.plans import plan_promotion
 from release.domain.registry import DIGEST_RE, USER_RE, VERSION_RE, NoRollbackTarget, RegistryState
-from release.flows.rollback import plan_rollback
+from release.domain.plans import plan_rollback
 from tests.helpers import request_for
 from tests.unit.fuzzing import field_of, fuzz, hostile, junk, nasty_text
 

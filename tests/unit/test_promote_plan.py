@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
-from release.flows.promote import PromotionError, plan_promotion
+from release.domain.gates import PromotionError
+from release.domain.plans import plan_promotion
 from release.domain.registry import RegistryState
 from tests.helpers import request_for
 
@@ -30,7 +31,7 @@ def test_plan_moves_the_exact_digest(config, state):
 def _scan_plan(config, evidence: dict) -> dict:
     from datetime import date
 
-    from release.flows.promote import gate_scan
+    from release.domain.gates import gate_scan
 
     s = RegistryState()
     s.deploy("dev", request_for(config, "service-a", "1.1", "3", **evidence), by="alice", run_id="r", at="2026-11-01T00:00:00Z")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from release.flows import rescan
-from release.flows.pipeline import scan_policy_for
+from release.domain.gates import scan_policy_for
 from release.domain.registry import RegistryState
 from release.domain.scan import ScanPolicy, evaluate_report, merge_policies
 from tests.helpers import request_for

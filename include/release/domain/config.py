@@ -17,7 +17,9 @@ from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
+
+from release.domain.values import DNS1123_LABEL, USER_ALLOWED, USER_RE, Strict
 
 CONFIG_ENV_VAR = "RELEASE_PLATFORM_CONFIG"
 DATA_DIR_ENV_VAR = "RELEASE_DATA_DIR"
@@ -28,7 +30,6 @@ PROJECT_DIR = INCLUDE_DIR.parent
 DEFAULT_CONFIG_PATH = INCLUDE_DIR / "config" / "platform.yaml"
 GITOPS_TEMPLATE_DIR = INCLUDE_DIR / "gitops-template"
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Helm's own rule for release names (a DNS-1123 subdomain of at most 53 characters: Helm
 # appends suffixes to it when it names the release's Secrets).
 HELM_RELEASE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -46,12 +47,6 @@ class ConfigError(Exception):
         self.errors = errors
         lines = "\n".join(f"  - {e}" for e in errors)
         super().__init__(f"invalid platform config {source}:\n{lines}")
-
-
-class _Strict(BaseModel):
-    # Unknown keys are typos until proven otherwise: `aproval:` must not silently
-    # turn prod approvals off.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_dns_label(value: str) -> str:
@@ -79,7 +74,7 @@ def _check_scan_policy(value: dict | None) -> dict | None:
 ScanPolicyOverride = Annotated[dict, AfterValidator(_check_scan_policy)]
 
 
-class SmokeTest(_Strict):
+class SmokeTest(Strict):
     """HTTP checks run against the service after each deployment."""
 
     endpoints: list[str] = Field(default_factory=lambda: ["/healthz"], min_length=1)
@@ -97,7 +92,7 @@ class SmokeTest(_Strict):
         return value
 
 
-class Service(_Strict):
+class Service(Strict):
     path: str = Field(description="folder of the service in the application monorepo")
     image: str = Field(description="image repository, without tag or digest")
     chart: str = Field(description="chart folder in the GitOps repository")
@@ -142,7 +137,7 @@ class Service(_Strict):
         return value
 
 
-class Approval(_Strict):
+class Approval(Strict):
     required: bool = False
     required_for_rollback: bool = False
     approvers: list[str] = Field(default_factory=list)
@@ -152,8 +147,8 @@ class Approval(_Strict):
     @classmethod
     def _user_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not re.fullmatch(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$", name):
-                raise ValueError(f"approver {name!r} is not a user name (letters, digits, '.', '_', '@', '+', '-')")
+            if not USER_RE.fullmatch(name):
+                raise ValueError(f"approver {name!r} is not a user name ({USER_ALLOWED})")
         return value
 
     @model_validator(mode="after")
@@ -163,7 +158,7 @@ class Approval(_Strict):
         return self
 
 
-class ArgoCD(_Strict):
+class ArgoCD(Strict):
     application: DnsLabel | None = Field(None, description="default umbrella-<env>")
     namespace: DnsLabel = "argocd"
     sync_timeout_minutes: int = Field(15, ge=1, le=24 * 60)
@@ -176,7 +171,7 @@ def _check_helm_release(value: str) -> str:
     return value
 
 
-class Helm(_Strict):
+class Helm(Strict):
     """The `helm` deploy strategy: a pod runs `helm upgrade --install --atomic --wait` of the
     environment's umbrella chart, checked out at the GitOps commit the platform just wrote."""
 
@@ -192,7 +187,7 @@ class Helm(_Strict):
                           "of the same secret under /gitops-credentials)")
 
 
-class FreezeWindow(_Strict):
+class FreezeWindow(Strict):
     start: datetime
     end: datetime
     reason: str = Field(min_length=1)
@@ -206,7 +201,7 @@ class FreezeWindow(_Strict):
         return self
 
 
-class Backup(_Strict):
+class Backup(Strict):
     """How `velero-backups` backs this environment up and whether `velero-restore-drill` proves it."""
 
     enabled: bool = True
@@ -221,7 +216,7 @@ class Backup(_Strict):
         description="kinds the drill does not restore into its copy (Velero excludedResources)")
 
 
-class Environment(_Strict):
+class Environment(Strict):
     kubernetes_conn_id: str
     namespace: DnsLabel
     deploy_strategy: Literal["argocd", "helm"] = "argocd"
@@ -256,12 +251,12 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
-class Author(_Strict):
+class Author(Strict):
     name: str = "Release Platform"
     email: str = "release-platform@localhost"
 
 
-class GitOps(_Strict):
+class GitOps(Strict):
     url: str | None = Field(None, description="remote URL; default a local bare repository in the data folder")
     branch: str = "main"
     conn_id: str | None = Field(None, description="Airflow connection holding the credentials for url")
@@ -280,7 +275,7 @@ class GitOps(_Strict):
         return value
 
 
-class Artifacts(_Strict):
+class Artifacts(Strict):
     base_url: str | None = Field(None, description="where reports go; default a local folder in the data folder")
 
     @field_validator("base_url")
@@ -308,7 +303,7 @@ def pinned_image_ref(value: str) -> str:
 ImageRef = Annotated[str, AfterValidator(pinned_image_ref)]
 
 
-class Tools(_Strict):
+class Tools(Strict):
     """Images of the tools the pipeline pods run, each pinned: a version tag (never `latest`) or,
     better once mirrored, a digest."""
 
@@ -325,7 +320,7 @@ class Tools(_Strict):
                              description="the platform image: runs the service's tests, flake8, pylint")
 
 
-class Pipelines(_Strict):
+class Pipelines(Strict):
     app_repo: str = Field("https://git.example.com/org/app.git", description="the application monorepo")
     builds_pool_slots: int = Field(4, ge=1, le=256, description="size of the Airflow pool `builds`")
     cosign_key_secret: DnsLabel = Field("cosign-key", description="Kubernetes secret with cosign.key and the password")
@@ -349,29 +344,29 @@ def _cron(value: str) -> str:
 Cron = Annotated[str, AfterValidator(_cron)]
 
 
-class BackupSchedule(_Strict):
+class BackupSchedule(Strict):
     schedule: Cron = Field("0 2 * * *", description="UTC")
     timeout_minutes: float = Field(120, gt=0, le=24 * 60, description="a backup still running after this fails")
 
 
-class DrillSchedule(_Strict):
+class DrillSchedule(Strict):
     schedule: Cron = Field("0 4 * * 0", description="UTC; weekly by default")
     timeout_minutes: float = Field(120, gt=0, le=24 * 60, description="a restore still running after this fails")
 
 
-class RescanSchedule(_Strict):
+class RescanSchedule(Strict):
     schedule: Cron = Field("0 3 * * *", description="UTC")
     pool_slots: int = Field(4, ge=1, le=256, description="size of the Airflow pool `rescans`: scans at once")
 
 
-class Nightly(_Strict):
+class Nightly(Strict):
     poll_seconds: float = Field(10, ge=0.1, le=600, description="how often waits ask Velero how far it got")
     backups: BackupSchedule = Field(default_factory=BackupSchedule)
     restore_drill: DrillSchedule = Field(default_factory=DrillSchedule)
     rescan: RescanSchedule = Field(default_factory=RescanSchedule)
 
 
-class Notifications(_Strict):
+class Notifications(Strict):
     """Where platform notices go besides the task log (release.flows.notify). A channel is used
     only while its Airflow connection exists, so the defaults send nothing anywhere else."""
 
@@ -412,7 +407,7 @@ class Notifications(_Strict):
         return value
 
 
-class PlatformConfig(_Strict):
+class PlatformConfig(Strict):
     services: dict[DnsLabel, Service] = Field(min_length=1)
     environments: dict[DnsLabel, Environment] = Field(min_length=1, description="in promotion order")
     gitops: GitOps = Field(default_factory=GitOps)

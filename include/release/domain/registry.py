@@ -16,7 +16,6 @@ GitOps store so every write is one atomic, retried commit of the registry and th
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ import yaml
 
 from release.domain import registry_file
 from release.domain.config import PlatformConfig
+from release.domain.values import DIGEST_RE, MAX_REASON, USER_RE, VERSION_RE  # noqa: F401 - callers import them from here too
 from release.domain.registry_file import RegistryFileError  # noqa: F401 - callers catch it from here
 
 VERSIONS_FILE = "registry/versions.yaml"
@@ -35,10 +35,6 @@ SCHEMA_VERSION = 1
 Outcome = Literal["deployed", "rolled_back", "failed"]
 Action = Literal["deploy", "rollback"]
 
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-MAX_REASON = 500
 
 
 
@@ -333,6 +329,21 @@ class RegistryState:
         self.entries.append(entry)
         return entry
 
+    def undo_target(self, env: str, service: str, to_version: str | None = None) -> HistoryEntry:
+        """What undoing `service` in `env` puts back: `to_version`, which must have been deployed
+        there successfully before the current version, or by default the rollback target."""
+        if to_version is None:
+            return self.rollback_target(env, service)
+        target = self.deployed_versions(env, service).get(to_version)
+        current = self.environments.get(env, {}).get(service)
+        if target is None or (current and current.version == to_version):
+            allowed = [v for v in self.deployed_versions(env, service) if not current or v != current.version]
+            raise NoRollbackTarget(
+                f"to_version: {to_version!r} was never successfully deployed to {env} before "
+                f"{current.version if current else 'the current version'}; allowed: {', '.join(reversed(allowed)) or 'none'}"
+            )
+        return target
+
     def undo(self, env: str, service: str, *, outcome: Outcome, by: str, run_id: str, reason: str, to_version: str | None = None, at: str | None = None,
              approved_by: str | None = None) -> HistoryEntry:
         """Put `service` in `env` back on an earlier version (default the rollback target),
@@ -342,17 +353,7 @@ class RegistryState:
         the rollback is approved by `approved_by`, or by no one."""
         if outcome not in ("rolled_back", "failed"):
             raise RegistryError(f"outcome: {outcome!r} is not allowed; allowed: rolled_back, failed")
-        if to_version is None:
-            target = self.rollback_target(env, service)
-        else:
-            target = self.deployed_versions(env, service).get(to_version)
-            current = self.environments.get(env, {}).get(service)
-            if target is None or (current and current.version == to_version):
-                allowed = [v for v in self.deployed_versions(env, service) if not current or v != current.version]
-                raise NoRollbackTarget(
-                    f"to_version: {to_version!r} was never successfully deployed to {env} before the current version; "
-                    f"allowed: {', '.join(reversed(allowed)) or 'none'}"
-                )
+        target = self.undo_target(env, service, to_version)
         replaced = self._latest_current_entry(env, service)
         if replaced is not None:
             self.entries[replaced] = replace(self.entries[replaced], outcome=outcome)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-_VERSION = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
-_IMAGE = r"[^@\s]+@sha256:[0-9a-f]{64}"
+from release.domain.values import IMAGE_RE, VERSION_RE, Strict
+
 _MAX_ERRORS = 5
 
 
@@ -39,8 +39,8 @@ class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's 
         return super().construct_mapping(node, deep=deep)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+class _Strict(Strict):
+    model_config = ConfigDict(strict=True)  # no coercion: a hand-written `version: 1.10` is a float, not "1.10"
 
 
 def _iso_time(value: str) -> str:
@@ -54,8 +54,8 @@ def _iso_time(value: str) -> str:
 
 
 class _Deployment(_Strict):
-    version: str = Field(pattern=f"^{_VERSION}$")
-    image: str = Field(pattern=f"^{_IMAGE}$")
+    version: str = Field(pattern=VERSION_RE.pattern)
+    image: str = Field(pattern=IMAGE_RE.pattern)
     deployed_at: str
     deployed_by: str
     run_id: str
@@ -73,8 +73,8 @@ class _Entry(_Strict):
     id: int
     env: str
     service: str
-    version: str = Field(pattern=f"^{_VERSION}$")
-    image: str = Field(pattern=f"^{_IMAGE}$")
+    version: str = Field(pattern=VERSION_RE.pattern)
+    image: str = Field(pattern=IMAGE_RE.pattern)
     previous_version: str | None
     action: Literal["deploy", "rollback"]
     outcome: Literal["deployed", "rolled_back", "failed"]

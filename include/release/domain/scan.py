@@ -37,7 +37,9 @@ from datetime import date, datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from release.domain.values import Strict
 
 __all__ = [
     "AllowEntry", "Finding", "ScanPolicy", "ScanReportError", "ScanSummary", "Severity",
@@ -79,13 +81,7 @@ _ALLOWED_SEVERITIES = ", ".join(s.value for s in _ORDER)
 ALLOW_ID = re.compile(r"CVE-\d{4}-\d{4,}|GHSA(-[0-9a-z]{4}){3}")
 
 
-class _Strict(BaseModel):
-    # An unknown key is a typo (`alow:`) that would otherwise silently drop an exception
-    # or keep a stale one: refuse it, as config.py does.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AllowEntry(_Strict):
+class AllowEntry(Strict):
     """One accepted risk: which id, why, and until when (inclusive)."""
 
     id: str
@@ -118,7 +114,7 @@ class AllowEntry(_Strict):
         return value
 
 
-class ScanPolicy(_Strict):
+class ScanPolicy(Strict):
     threshold: Severity = Field(Severity.HIGH, description="findings at or above this severity block")
     ignore_unfixed: bool = False
     allow: list[AllowEntry] = Field(default_factory=list)

@@ -23,35 +23,24 @@ from release.domain.backups import (
     scratch_namespace,
     write_record,
 )
-from release.domain.config import PlatformConfig
+from release.domain.config import PlatformConfig, load_config
+from release.flows.outcome import fail_task
 
 
 # -- velero-backups tasks -------------------------------------------------------------------------
 
 
-def _config() -> PlatformConfig:
-    from release.domain.config import load_config
-
-    return load_config()
-
-
-def _fail(message: str):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(message)
-
-
 def task_environments(**context) -> list[str]:
     try:
-        return backup_envs(_config(), context["params"].get("environments"))
+        return backup_envs(load_config(), context["params"].get("environments"))
     except ValueError as exc:
-        _fail(str(exc))
+        fail_task(str(exc))
 
 
 def task_create_backup(env: str, **context) -> dict:
     from release.k8s import velero
 
-    config = _config()
+    config = load_config()
     run = context["dag_run"]
     name = velero.object_name("release", env, run.run_after, run.run_id)
     manifest = velero.backup_manifest(config, env, name=name, dag_id=run.dag_id, run_id=run.run_id)
@@ -72,7 +61,7 @@ def record_backup(outcome: dict, run_id: str) -> BackupRecord:
         error_messages=outcome["errors"], warning_messages=outcome["warnings"], timed_out=outcome["timed_out"],
         run_id=run_id, recorded_at=now_text(),
     )
-    write_record(_config(), "backups", record, record.name)
+    write_record(load_config(), "backups", record, record.name)
     return record
 
 
@@ -138,12 +127,12 @@ def task_find_backup(env: str) -> str:
     """
     from release.k8s import velero
 
-    config = _config()
+    config = load_config()
     b = config.environments[env].backup
     items = velero.list_ours(config.environments[env].kubernetes_conn_id, "Backup", b.velero_namespace, env)
     newest = newest_completed(items, env)
     if newest is None:
-        _fail(f"no Completed backup of {env} to drill in {b.velero_namespace}: run {BACKUPS_DAG_ID} first")
+        fail_task(f"no Completed backup of {env} to drill in {b.velero_namespace}: run {BACKUPS_DAG_ID} first")
     status = newest["status"]
     print(f"Drilling backup {newest['metadata']['name']} of {env}, completed {status.get('completionTimestamp')}")
     return newest["metadata"]["name"]
@@ -152,7 +141,7 @@ def task_find_backup(env: str) -> str:
 def task_start_restore(env: str, backup: str, **context) -> dict:
     from release.k8s import velero
 
-    config = _config()
+    config = load_config()
     run = context["dag_run"]
     mapping = {ns: scratch_namespace(ns) for ns in config.backup_namespaces(env)}
     conn_id = config.environments[env].kubernetes_conn_id
@@ -179,9 +168,9 @@ def task_report_drill(env: str, services: list[str], **context) -> dict:
                                 run_ids=[ti.run_id]).get(ti.run_id, {})
     smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
     record = drill_verdict(env, restore, restored, smoke, ti.run_id, datetime.now(timezone.utc))
-    write_record(_config(), "drills", record, record.restore or f"unstarted-{record.recorded_at}")
+    write_record(load_config(), "drills", record, record.restore or f"unstarted-{record.recorded_at}")
     if record.problems:  # the failure callback turns this into the drill-failed alert
-        _fail(f"restore drill of {env} failed: {'; '.join(record.problems)}")
+        fail_task(f"restore drill of {env} failed: {'; '.join(record.problems)}")
     print(f"Restore drill of {env} passed: backup {record.backup} restored into "
           f"{', '.join(record.namespaces.values())}, smoke tests passed for {', '.join(services)}; "
           f"recovery took {record.recovery_seconds:.1f}s")
@@ -214,14 +203,14 @@ def delete_namespaces(conn_id: str, names: list[str], wait_seconds: float = 0) -
                     break
                 raise
             if time.monotonic() > deadline:
-                _fail(f"namespace {name} is still terminating after {wait_seconds:.0f}s")
+                fail_task(f"namespace {name} is still terminating after {wait_seconds:.0f}s")
             time.sleep(2)
     return deleted
 
 
 def task_delete_scratch(env: str) -> list[str]:
     """Delete the drill's scratch namespaces whatever happened; a namespace already gone is fine."""
-    config = _config()
+    config = load_config()
     names = [scratch_namespace(ns) for ns in config.backup_namespaces(env)]
     deleted = delete_namespaces(config.environments[env].kubernetes_conn_id, names)
     print(f"Deleted scratch namespaces: {', '.join(deleted) or 'none existed'}")

@@ -26,203 +26,11 @@ UI, writes nothing.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
-from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-
-from release.domain.config import PlatformConfig, _Strict
-from release.flows.promote import NAME_RE
-from release.domain.registry import DIGEST_RE, MAX_REASON, USER_RE, VERSION_RE
-
-RUN_ID_RE = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
-Kind = Literal["pipeline", "promotion", "rollback"]
-# The DAG that may ask for each kind of change.
-CALLERS: dict[str, str] = {"promotion": "promote", "rollback": "rollback"}  # pipeline: <service>-pipeline
-
-
-class ChangeRefused(ValueError):
-    """The change set must not be applied; the message names the field and what is allowed."""
-
-
-class ChangeItem(_Strict):
-    service: str
-    version: str
-    image: str = Field(description="repository@sha256:<64 hex>")
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, value: str) -> str:
-        if not NAME_RE.fullmatch(value):
-            raise ValueError("must be a service name (lowercase letters, digits and '-')")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not VERSION_RE.fullmatch(value):
-            raise ValueError("must be a version such as 1.4.2")
-        return value
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        repository, _, digest = value.partition("@")
-        if not repository or not DIGEST_RE.fullmatch(digest):
-            raise ValueError("must be <repository>@sha256:<64 hex>")
-        return value
-
-
-class Caller(_Strict):
-    """The run that asked for the change: its approval and plan are read from Airflow."""
-
-    dag_id: str
-    run_id: str
-
-    @field_validator("dag_id")
-    @classmethod
-    def _dag_id(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", value):
-            raise ValueError("must be a DAG id")
-        return value
-
-    @field_validator("run_id")
-    @classmethod
-    def _run_id(cls, value: str) -> str:
-        if not RUN_ID_RE.fullmatch(value):
-            raise ValueError("must be a run id")
-        return value
-
-
-class ChangeSet(_Strict):
-    """What one `deploy-<env>` run applies: exact digests, why, for whom, asked by which run."""
-
-    kind: Kind
-    env: str
-    from_env: str | None = Field(None, description="promotion: the environment the digests come from")
-    items: list[ChangeItem] = Field(min_length=1, max_length=1000)
-    requester: str
-    reason: str = Field("", max_length=MAX_REASON)
-    caller: Caller
-
-    @field_validator("requester")
-    @classmethod
-    def _requester(cls, value: str) -> str:
-        if not USER_RE.fullmatch(value):
-            raise ValueError("must be a user name (letters, digits, '.', '_', '@', '+', '-')")
-        return value
-
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, value: str) -> str:
-        if any(ord(c) < 32 for c in value):
-            raise ValueError("must be one line")
-        return value
-
-    @property
-    def services(self) -> list[str]:
-        return [i.service for i in self.items]
-
-    def describe(self) -> str:
-        return ", ".join(f"{i.service} {i.version}" for i in self.items)
-
-
-def parse_change_set(raw: Any) -> ChangeSet:
-    """The `change` param as a ChangeSet, or ChangeRefused naming the first bad field."""
-    if not isinstance(raw, dict):
-        raise ChangeRefused("change: must be a change set object (kind, env, items, requester, reason, caller)")
-    try:
-        return ChangeSet.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "change"
-        allowed = err.get("ctx", {}).get("expected")
-        raise ChangeRefused(f"change.{where}: {err['msg']}" + (f"; allowed: {allowed}" if allowed else "")) from None
-
-
-def check_against_config(change: ChangeSet, config: PlatformConfig, env: str) -> None:
-    """The change set fits this environment and the platform config."""
-    if change.env != env:
-        raise ChangeRefused(f"change.env: {change.env!r} is not allowed in deploy-{env}; allowed: {env}")
-    allowed = config.services_in(env)
-    if len(set(change.services)) != len(change.services):
-        raise ChangeRefused("change.items: a service is named twice")
-    for item in change.items:
-        if item.service not in allowed:
-            raise ChangeRefused(f"change.items: {item.service!r} is not a service of {env}; allowed: {', '.join(allowed)}")
-        repository = config.services[item.service].image
-        if item.image.partition("@")[0] != repository:
-            raise ChangeRefused(f"change.items: the image of {item.service} must come from {repository}; got {item.image}")
-    order = config.env_order
-    if change.kind == "pipeline":
-        if env != order[0] or len(change.items) != 1:
-            raise ChangeRefused(f"change.kind: a pipeline deploys one service to {order[0]} only")
-        expected_caller = f"{change.items[0].service}-pipeline"
-    else:
-        expected_caller = CALLERS[change.kind]
-    if change.caller.dag_id != expected_caller:
-        raise ChangeRefused(f"change.caller.dag_id: a {change.kind} is handed over by {expected_caller}, "
-                            f"not {change.caller.dag_id!r}")
-    if change.kind == "promotion":
-        before = order[order.index(env) - 1] if order.index(env) > 0 else None
-        if before is None or change.from_env != before:
-            raise ChangeRefused(f"change.from_env: {change.from_env!r} is not allowed; allowed: {before or 'none'} "
-                                f"(promotions reach {env} from the environment before it)")
-    elif change.from_env is not None:
-        raise ChangeRefused(f"change.from_env: only a promotion has one; this is a {change.kind}")
-    if change.kind == "rollback" and len(change.items) != 1:
-        raise ChangeRefused("change.items: a rollback puts back one service")
-
-
-def check_against_registry(change: ChangeSet, config: PlatformConfig, state, now: datetime) -> dict[str, dict]:
-    """What the registry says of the change: for each service, the evidence to record with it.
-
-    A promotion's digests must have been deployed (and not undone) in `from_env`, and the gates
-    are judged again on the registry's evidence, not on anything the caller sent; a rollback's
-    target must have been deployed here before. Returns service -> evidence."""
-    from release.flows.promote import PromotionError, gate_freeze, gate_scan, gate_smoke
-    from release.domain.scan import utc_today
-
-    env = change.env
-    evidence: dict[str, dict] = {}
-    if change.kind == "promotion":
-        for item in change.items:
-            entry = state.deployed_versions(change.from_env, item.service).get(item.version)
-            if entry is None:
-                raise ChangeRefused(f"change.items: {item.service} {item.version} was never successfully deployed "
-                                    f"in {change.from_env}")
-            if entry.image != item.image:
-                raise ChangeRefused(f"change.items: {item.service} {item.version} runs as {entry.image} in "
-                                    f"{change.from_env}, not {item.image}")
-            evidence[item.service] = dict(entry.evidence)
-        plan = {"from_env": change.from_env, "to_env": env,
-                "items": [{"service": i.service, "version": i.version, "evidence": evidence[i.service]}
-                          for i in change.items]}
-        try:
-            gate_smoke(plan)
-            gate_scan(plan, config, utc_today())
-            end = gate_freeze(config, env, now)
-        except PromotionError as exc:
-            raise ChangeRefused(str(exc)) from None
-        if end:
-            raise ChangeRefused(f"gate freeze: {env} is frozen until {end}")
-    elif change.kind == "rollback":
-        item = change.items[0]
-        current = state.current(env).get(item.service)
-        target = state.deployed_versions(env, item.service).get(item.version)
-        if current is None or target is None or current.version == item.version or target.image != item.image:
-            allowed = [v for v in reversed(list(state.deployed_versions(env, item.service)))
-                       if not current or v != current.version]
-            raise ChangeRefused(f"change.items: {item.service} {item.version} ({item.image}) was never successfully "
-                                f"deployed to {env} before; allowed: {', '.join(allowed) or 'none'}")
-    return evidence
-
-
-def needs_approval(config: PlatformConfig, change: ChangeSet) -> bool:
-    approval = config.environments[change.env].approval
-    return approval.required_for_rollback if change.kind == "rollback" else (
-        approval.required and change.kind == "promotion")
+from release.domain.change_set import ChangeRefused, ChangeSet, check_against_config, check_against_registry, needs_approval, parse_change_set
+from release.domain.config import PlatformConfig, load_config
+from release.domain.plans import pipeline_requester
 
 
 def smoke_targets(config: PlatformConfig, env: str, services: list[str], label: str) -> list[dict]:
@@ -234,12 +42,6 @@ def smoke_targets(config: PlatformConfig, env: str, services: list[str], label: 
 
 
 # -- task callables --------------------------------------------------------------------------
-
-
-def _config() -> PlatformConfig:
-    from release.domain.config import load_config
-
-    return load_config()
 
 
 def _refuse(message: str):
@@ -268,8 +70,6 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
                             "only a running pipeline, promote or rollback run hands over a change")
     triggered_by = getattr(run, "triggering_user_name", None) or ""
     if change.kind == "pipeline":
-        from release.flows.pipeline import pipeline_requester
-
         triggered_by = pipeline_requester(triggered_by)
     if change.requester != triggered_by:
         raise ChangeRefused(f"change.requester: {change.requester!r} did not trigger {caller.dag_id} run "
@@ -316,7 +116,7 @@ def task_apply(env: str):
         from release.gitops.registry import Registry
         from release.domain.registry_file import RegistryFileError
 
-        config = _config()
+        config = load_config()
         registry = Registry.from_config(config)
         try:
             change = parse_change_set(context["params"].get("change"))
@@ -398,7 +198,7 @@ def task_smoke_targets(env: str, source: str):
         done = context["ti"].xcom_pull(task_ids=source)
         services = done.get("restored") if source == "undo" else [i["service"] for i in done["change"]["items"]]
         # Labelled with the GitOps commit they test (release-platform/commit).
-        return smoke_targets(_config(), env, services, label=done["gitops_commit"])
+        return smoke_targets(load_config(), env, services, label=done["gitops_commit"])
     return targets
 
 
@@ -412,7 +212,7 @@ def task_record_smoke(env: str):
         change = ChangeSet.model_validate(applied["change"])
         evidence = {"passed": True, "run_id": change.caller.run_id, "deploy_run": context["run_id"],
                     "at": datetime.now(timezone.utc).isoformat()}
-        Registry.from_config(_config()).record_evidence(
+        Registry.from_config(load_config()).record_evidence(
             env, {i.service: {"version": i.version, "smoke": evidence} for i in change.items},
             by="release-platform", run_id=change.caller.run_id)
         outcome.record(context["ti"], deployed_line(change, applied))
@@ -474,11 +274,11 @@ def task_undo(env: str, strategy: str):
         if not to_restore:
             outcome.record(ti, f"{what}; no earlier version of {', '.join(first_time)} in {env} to roll back to")
             raise AirflowSkipException(what)
-        result = Registry.from_config(_config()).record_rollback(
+        result = Registry.from_config(load_config()).record_rollback(
             env, to_restore, by="release-platform", run_id=change.caller.run_id,
             reason=f"automatic rollback: {what}", outcome="failed")
         print(f"{what}; rollback commit {result.sha} restores {', '.join(to_restore)}; "
-              f"{start_rollout(_config(), env, result.sha)}")
+              f"{start_rollout(load_config(), env, result.sha)}")
         return {"gitops_commit": result.sha, "what": what, "restored": to_restore, "first_time": first_time}
     return undo
 
@@ -498,7 +298,7 @@ def task_report(env: str, strategy: str):
             outcome.fail(ti, why)
         change = ChangeSet.model_validate(applied["change"])
         if undone:
-            now = Registry.from_config(_config()).state(env)
+            now = Registry.from_config(load_config()).state(env)
             restored = ", ".join(f"{s} {now[s].version}" for s in undone["restored"] if s in now)
             message = f"{undone['what']}; rolled {env} back to {restored} (commit {undone['gitops_commit'][:12]})"
             if undone["first_time"]:

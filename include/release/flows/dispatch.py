@@ -9,24 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from release.domain.config import PlatformConfig
-from release.flows.pipeline import COMMIT_RE, ParamError, validate_params
-
-
-def plan(params: dict, config: PlatformConfig) -> dict:
-    """The validated trigger and the services it affects, in config order."""
-    from release.domain.affected import AffectedIndex, validate_paths
-
-    before = params.get("before")
-    if before is not None and (not isinstance(before, str) or not COMMIT_RE.fullmatch(before)):
-        raise ParamError(f"before: {str(before)[:80]!r} is not a full commit id (40 lowercase hex characters) or null")
-    facts = validate_params({"commit": params.get("after"), "ref": params.get("ref"), "pr": params.get("pr"),
-                             "changed_paths": params.get("changed_paths") or []})
-    try:
-        paths = validate_paths(params.get("changed_paths") or [])
-    except ValueError as exc:
-        raise ParamError(f"changed_paths: {exc}") from None
-    return {"commit": facts["commit"], "ref": facts["ref"], "pr": facts["pr"], "changed_paths": paths,
-            "services": AffectedIndex.from_config(config).affected(paths)}
+from release.domain.plans import ParamError, plan_dispatch
 
 
 def trigger_task_id(service: str) -> str:
@@ -39,7 +22,7 @@ def _choose(**context) -> list[str]:
     from release.domain.config import load_config
 
     try:
-        result = plan(dict(context["params"]), load_config())
+        result = plan_dispatch(dict(context["params"]), load_config())
     except ParamError as exc:
         raise AirflowFailException(str(exc)) from None
     context["ti"].xcom_push(key="plan", value=result)

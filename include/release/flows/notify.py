@@ -370,13 +370,11 @@ def failure_notice(context: dict) -> Notice:
     return Notice(kind, title, error, "error", fields, link)
 
 
-# Promotion gates, the approval check and validation refuse a release rather than break.
-_PROMOTION_CHECKS = ("validate", "verify_signatures", "wait_freeze")
-
-
 def classify(dag_id: str, task_id: str) -> tuple[str, str]:
     """What a failed task means to the people told about it: (kind, title)."""
-    if dag_id == "promote" and (task_id in _PROMOTION_CHECKS or task_id.startswith(("gate_", "approve_"))):
+    from release.domain.gates import blocks_promotion
+
+    if dag_id == "promote" and blocks_promotion(task_id):
         return PROMOTION_BLOCKED, f"Promotion blocked at {task_id}"
     if dag_id == "velero-backups" and task_id.startswith("backup."):
         return BACKUP_FAILED, f"Velero backup failed ({task_id})"

@@ -47,6 +47,11 @@ def fail_task(message: str) -> NoReturn:
     fail(ti, message)
 
 
+def refuse_task(message: str) -> NoReturn:
+    """`refuse` for the task running now."""
+    fail_task(f"refused: {message}")
+
+
 def refuse(ti, message: str) -> NoReturn:
     """Bad input or a closed gate: the run stops here, deploying nothing."""
     fail(ti, f"refused: {message}")

@@ -16,64 +16,23 @@ they run, so parsing a DAG file stays cheap.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from release.domain.config import PlatformConfig
-from release.domain.registry import VERSION_RE
-
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-REF_RE = re.compile(r"^refs/(heads|tags)/[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$|^refs/pull/[0-9]{1,9}/(head|merge)$")
-
-
-class ParamError(ValueError):
-    pass
-
-
-def validate_params(params: dict) -> dict:
-    """The run's params, checked before anything is built; errors name the param."""
-    commit, ref, pr = params.get("commit"), params.get("ref"), params.get("pr")
-    if not isinstance(commit, str) or not COMMIT_RE.fullmatch(commit):
-        raise ParamError(f"commit: {str(commit)[:80]!r} is not a full commit id (40 lowercase hex characters)")
-    if not isinstance(ref, str) or ".." in ref or not REF_RE.fullmatch(ref):
-        raise ParamError(f"ref: {str(ref)[:80]!r} is not a ref; allowed forms: refs/heads/<branch>, refs/tags/<tag>, refs/pull/<n>/head")
-    if pr is not None and (isinstance(pr, bool) or not isinstance(pr, int) or not 1 <= pr <= 10**9):
-        raise ParamError(f"pr: {str(pr)[:80]!r} is not a pull request number (a positive integer) or null")
-    paths = params.get("changed_paths") or []
-    if not isinstance(paths, list) or not all(isinstance(p, str) and len(p) < 4096 for p in paths):
-        raise ParamError("changed_paths: must be a list of repository paths")
-    tag = ref.removeprefix("refs/tags/") if ref.startswith("refs/tags/") else None
-    version = tag.removeprefix("v") if tag else f"sha-{commit[:12]}"
-    if not VERSION_RE.fullmatch(version):
-        raise ParamError(f"ref: the tag {tag[:80]!r} gives no version the registry can record; allowed: refs/tags/<version> "
-                         "or refs/tags/v<version>, a version of letters, digits, '.', '_', '+', '-' (at most 128 characters)")
-    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None}
-
-
-def scan_policy_for(config: PlatformConfig, service: str, env: str):
-    from release.domain.scan import ScanPolicy, merge_policies
-
-    policy = merge_policies(ScanPolicy(), config.pipelines.scan_policy)
-    policy = merge_policies(policy, config.environments[env].scan_policy)
-    return merge_policies(policy, config.services[service].scan_policy)
+from release.domain.gates import scan_policy_for
+from release.domain.plans import ParamError, pipeline_requester, validate_params
+from release.flows.outcome import fail_task
 
 
 # -- task callables ---------------------------------------------------------------------
-
-
-def _fail(message: str):
-    """Fail the running task with `message`, recorded as the run's outcome."""
-    from release.flows import outcome
-
-    outcome.fail_task(message)
 
 
 def task_validate(params: dict) -> dict:
     try:
         return validate_params(params)
     except ParamError as exc:
-        _fail(f"refused: {exc}")
+        fail_task(f"refused: {exc}")
 
 
 def task_image_ref(service: str, build_result: Any) -> str:
@@ -82,7 +41,7 @@ def task_image_ref(service: str, build_result: Any) -> str:
 
     digest = (build_result or {}).get("containerimage.digest") if isinstance(build_result, dict) else None
     if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
-        _fail(f"build: the build reported no image digest (containerimage.digest); got {str(build_result)[:200]!r}")
+        fail_task(f"build: the build reported no image digest (containerimage.digest); got {str(build_result)[:200]!r}")
     return f"{load_config().services[service].image}@{digest}"
 
 
@@ -99,10 +58,10 @@ def task_scan_gate(service: str, commit: str) -> dict:
         report = json.loads(report_path.read_text())
         summary = evaluate_report(report, scan_policy_for(config, service, env), utc_today())
     except (OSError, ValueError, ScanReportError) as exc:
-        _fail(f"scan-gate: cannot read the Trivy report {report_path}: {exc}")
+        fail_task(f"scan-gate: cannot read the Trivy report {report_path}: {exc}")
     print(summary.describe())
     if not summary.passed:
-        _fail(f"refused: scan-gate: {service} {commit[:12]} is blocked: {summary.describe()}")
+        fail_task(f"refused: scan-gate: {service} {commit[:12]} is blocked: {summary.describe()}")
     return summary.to_dict()
 
 
@@ -116,14 +75,6 @@ def task_chart_validate(service: str) -> list[str]:
         checked = validate_service_chart(tree, config, service)
     print(f"{service} chart renders, lints and validates for: {', '.join(checked)}")
     return checked
-
-
-def pipeline_requester(triggering_user: str | None) -> str:
-    """Who a pipeline's deployment is recorded as by: the user who triggered the run, or the
-    platform itself (release-dispatch, a webhook, or a name the registry cannot record)."""
-    from release.domain.registry import USER_RE
-
-    return triggering_user if triggering_user and USER_RE.fullmatch(triggering_user) else "release-platform"
 
 
 def change_set(service: str):

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from release.domain.config import PlatformConfig
+from release.domain.config import PlatformConfig, load_config
+from release.flows.outcome import fail_task
 
 DAG_ID = "image-rescan"
 POOL = "rescans"
@@ -66,20 +67,6 @@ def report_path(run_id: str, env: str, service: str) -> str:
     return f"{STEP}/{run_key(run_id)}/{env}/{service}/{REPORT}"
 
 
-def trivy_args(config: PlatformConfig, image: str, output: str) -> list[str]:
-    """The pipeline's Trivy command (steps.scan), pointed at a deployed digest and another report file."""
-    from release.k8s import steps
-
-    template = next(iter(config.services))
-    base = steps.scan(config, template)
-    pipeline_output = f"{steps.artifact_dir(template)}/{REPORT}"
-    args = [output if a == pipeline_output else image if a == steps.SIGNED_REF else a for a in base.args]
-    if output not in args or image not in args:
-        raise RuntimeError("steps.scan no longer writes <artifacts>/<service>/<commit>/trivy.json of SIGNED_REF; "
-                           "update release.flows.rescan.trivy_args")
-    return args
-
-
 def rescan_step(config: PlatformConfig):
     """The pipeline's Trivy pod step as a re-scan: same image, resources and artifact volume."""
     from dataclasses import replace
@@ -92,6 +79,7 @@ def rescan_step(config: PlatformConfig):
 def list_targets(config: PlatformConfig, state, run_id: str) -> list[dict]:
     """One target per deployment the registry records, in promotion order then config order;
     services with no deployment in an environment are skipped."""
+    from release.k8s import steps
     from release.k8s.pods import ARTIFACTS_MOUNT, mapped_pod_kwargs
 
     step = rescan_step(config)
@@ -109,7 +97,7 @@ def list_targets(config: PlatformConfig, state, run_id: str) -> list[dict]:
                 "report": report,
                 "pod": mapped_pod_kwargs(
                     step, service=service, commit=commit if isinstance(commit, str) else "unknown",
-                    args=trivy_args(config, deployment.image, f"{ARTIFACTS_MOUNT}/{report}"),
+                    args=steps.trivy_args(deployment.image, f"{ARTIFACTS_MOUNT}/{report}"),
                     extra_labels={ENV_LABEL: env, RUN_LABEL: run_key(run_id)}),
             })
     return targets
@@ -170,7 +158,7 @@ def last_summary(evidence: dict) -> tuple[dict | None, bool]:
 def evaluate_target(config: PlatformConfig, target: dict, deployment, report: dict, *, today: date,
                     run_id: str, scanned_at: str) -> tuple[dict | None, dict | None, Comparison]:
     """(evidence update or None when unchanged, newly blocking finding or None, the comparison)."""
-    from release.flows.pipeline import scan_policy_for
+    from release.domain.gates import scan_policy_for
     from release.domain.scan import ScanReportError, evaluate_report
 
     where = f"{target['env']}/{target['service']} ({target['image']})"
@@ -273,22 +261,10 @@ def notify_new_findings(findings: list[dict], context: dict | None = None) -> li
 # -- task callables ----------------------------------------------------------------------------
 
 
-def _fail(message: str):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(message)
-
-
-def _config() -> PlatformConfig:
-    from release.domain.config import load_config
-
-    return load_config()
-
-
 def task_targets(**context) -> list[dict]:
     from release.gitops.registry import Registry
 
-    config = _config()
+    config = load_config()
     targets = list_targets(config, Registry.from_config(config).snapshot(), context["run_id"])
     for t in targets:
         print(f"{t['env']}/{t['service']} {t['version']}: {t['image']} -> {t['report']}")
@@ -303,8 +279,8 @@ def task_evaluate(**context) -> dict:
 
     targets = context["ti"].xcom_pull(task_ids="targets")
     if targets is None:
-        _fail("evaluate: the targets task left no targets (did it fail?)")
-    config = _config()
+        fail_task("evaluate: the targets task left no targets (did it fail?)")
+    config = load_config()
     result = evaluate_all(config, targets, Registry.from_config(config).snapshot(), config.artifacts_dir(),
                           today=utc_today(), run_id=context["run_id"],
                           scanned_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))
@@ -320,7 +296,7 @@ def task_record(**context) -> dict:
     updates = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("updates") or {}
     if not updates:
         raise AirflowSkipException("every re-scan matches what is recorded: nothing to write")
-    result = Registry.from_config(_config()).record_evidence_across(updates, by=ACTOR, run_id=context["run_id"])
+    result = Registry.from_config(load_config()).record_evidence_across(updates, by=ACTOR, run_id=context["run_id"])
     count = sum(len(v) for v in updates.values())
     print(f"recorded {count} re-scan result(s) in {', '.join(updates)}: "
           + (f"commit {result.sha}" if result.sha else "nothing left to write (redeployed meanwhile)"))
@@ -339,12 +315,12 @@ def task_verdict(**context) -> None:
     ti = context["ti"]
     result = ti.xcom_pull(task_ids="evaluate")
     if result is None:
-        _fail("the re-scan did not finish: evaluate failed (see its log)")
+        fail_task("the re-scan did not finish: evaluate failed (see its log)")
     problems = list(result.get("errors") or [])
     if result.get("updates") and not ti.xcom_pull(task_ids="record"):
         problems.append("the re-scan results could not be recorded in the registry (see the record task)")
     if problems:
-        _fail(f"image-rescan: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems))
+        fail_task(f"image-rescan: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems))
     print(f"{len(result.get('lines') or [])} target(s) evaluated")
 
 

@@ -11,58 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from release.domain.config import PlatformConfig
-from release.flows.promote import MAX_ACTIVE_REQUESTS, NAME_RE, PromotionError, _plain, approval_task, change_set, run_planner
-from release.domain.registry import MAX_REASON, USER_RE, VERSION_RE, NoRollbackTarget
-
-
-def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -> dict:
-    envs = config.env_order
-    env = _plain("env", params.get("env"), NAME_RE, ", ".join(envs))
-    if env not in envs:
-        raise PromotionError(f"env: {env!r} is not allowed; allowed: {', '.join(envs)}")
-    running = state.current(env)
-    service = _plain("service", params.get("service"), NAME_RE, ", ".join(running) or "none")
-    if service not in running:
-        raise PromotionError(f"service: {service!r} does not run in {env}; allowed: {', '.join(running) or 'none'}")
-    to_version = params.get("to_version")
-    if to_version is not None:
-        _plain("to_version", to_version, VERSION_RE, "a version such as 1.4.2")
-    reason = params.get("reason") or ""
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason):
-        raise PromotionError(f"reason: required, at most {MAX_REASON} characters on one line")
-    if not USER_RE.fullmatch(requester or ""):
-        raise PromotionError(f"the run was triggered by {requester!r}, which is not a user name the registry can record")
-    current = running[service]
-    try:
-        if to_version is None:
-            target = state.rollback_target(env, service)
-        else:
-            target = state.deployed_versions(env, service).get(to_version)
-            if target is None or to_version == current.version:
-                allowed = [v for v in reversed(list(state.deployed_versions(env, service))) if v != current.version]
-                raise NoRollbackTarget(f"to_version: {to_version!r} was never successfully deployed to {env} "
-                                       f"before {current.version}; allowed: {', '.join(allowed) or 'none'}")
-    except NoRollbackTarget as exc:
-        raise PromotionError(str(exc)) from None
-    approval = config.environments[env].approval
-    return {
-        "kind": "rollback", "action": "rollback", "env": env, "to_env": env, "service": service, "services": [service],
-        "requester": requester, "reason": reason,
-        "from_version": current.version, "to_version": target.version, "image": target.image,
-        "items": [{"service": service, "version": target.version, "image": target.image}],
-        "needs_approval": approval.required_for_rollback, "approvers": approval.approvers,
-        "subject": f"Roll {service} in {env} back from {current.version} to {target.version}?",
-        "body": f"Requested by **{requester}**: {reason}\n\n`{current.image}` -> `{target.image}`",
-    }
+from release.domain.plans import plan_rollback
+from release.domain.values import MAX_REASON
+from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_set, run_planner, task_needs_approval
 
 
 def task_validate(**context) -> dict:
     return run_planner(plan_rollback, context)
-
-
-def task_needs_approval(**context) -> str:
-    plan = context["ti"].xcom_pull(task_ids="validate")
-    return f"approve_{plan['env'].replace('-', '_')}" if plan["needs_approval"] else "no_approval"
 
 
 DOC = """

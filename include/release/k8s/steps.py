@@ -67,11 +67,16 @@ def sbom(config: PlatformConfig, service: str) -> PodStep:
     )
 
 
+def trivy_args(image: str, output: str) -> list[str]:
+    """Trivy's vulnerability scan of `image` into the JSON report `output`: the pipeline's scan
+    and the nightly re-scan of what runs (release.flows.rescan) run exactly this."""
+    return ["image", "--format", "json", "--output", output, "--scanners", "vuln", "--cache-dir", "/tmp/trivy", image]
+
+
 def scan(config: PlatformConfig, service: str) -> PodStep:
     return PodStep(
         "scan", config.pipelines.tools.trivy,
-        args=["image", "--format", "json", "--output", f"{artifact_dir(service)}/trivy.json",
-              "--scanners", "vuln", "--cache-dir", "/tmp/trivy", SIGNED_REF],
+        args=trivy_args(SIGNED_REF, f"{artifact_dir(service)}/trivy.json"),
         resources=Resources(cpu="500m", memory="512Mi"),
         artifacts=True,
     )

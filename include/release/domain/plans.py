@@ -131,14 +131,10 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
         target = state.current(to_env).get(name)
         items.append({"service": name, **item, "replaces": target.version if target else None,
                       "replaces_image": target.image if target else None})
-    env = config.environments[to_env]
     return {
         "kind": "promotion", "from_env": from_env, "to_env": to_env, "requester": requester, "reason": reason,
         "items": items, "services": names,
         "needs_approval": approval.required, "approvers": approval.approvers,
-        "kubernetes_conn_id": env.kubernetes_conn_id, "namespace": env.namespace,
-        "verify_args": ["verify", "--key", "/cosign/cosign.pub", "--insecure-ignore-tlog=true", "--output", "json",
-                        *[i["image"] for i in items]],
     }
 
 

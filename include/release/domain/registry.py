@@ -25,8 +25,8 @@ import yaml
 
 from release.domain import registry_file
 from release.domain.config import PlatformConfig
-from release.domain.values import DIGEST_RE, MAX_REASON, USER_RE, VERSION_RE  # noqa: F401 - callers import them from here too
 from release.domain.registry_file import RegistryFileError  # noqa: F401 - callers catch it from here
+from release.domain.values import DIGEST_RE, MAX_REASON, USER_RE, VERSION_RE  # noqa: F401 - callers import them from here too
 
 VERSIONS_FILE = "registry/versions.yaml"
 HISTORY_FILE = "registry/history.yaml"

@@ -12,6 +12,9 @@ from release.domain.config import PlatformConfig
 from release.domain.plans import ParamError, plan_dispatch
 
 
+PIPELINE_CONF = "pipeline_conf"  # the XCom of `affected` each trigger_<service> hands on
+
+
 def trigger_task_id(service: str) -> str:
     return f"trigger_{service.replace('-', '_')}"
 
@@ -26,6 +29,8 @@ def _choose(**context) -> list[str]:
     except ParamError as exc:
         raise AirflowFailException(str(exc)) from None
     context["ti"].xcom_push(key="plan", value=result)
+    # What each triggered pipeline runs with: exactly its params.
+    context["ti"].xcom_push(key=PIPELINE_CONF, value={k: result[k] for k in ("commit", "ref", "pr", "changed_paths")})
     print(f"{len(result['changed_paths'])} changed path(s) affect: {', '.join(result['services']) or 'no service'}")
     return [trigger_task_id(s) for s in result["services"]]
 
@@ -48,7 +53,6 @@ def build_dispatch_dag(config: PlatformConfig):
 
     from release.flows.notify import on_failure
 
-    plan_xcom = "ti.xcom_pull(task_ids='affected', key='plan')"
     with DAG(
         dag_id="release-dispatch",
         schedule=None,
@@ -71,8 +75,7 @@ def build_dispatch_dag(config: PlatformConfig):
             affected >> TriggerDagRunOperator(
                 task_id=trigger_task_id(service),
                 trigger_dag_id=f"{service}-pipeline",
-                conf={"commit": "{{ %s['commit'] }}" % plan_xcom, "ref": "{{ %s['ref'] }}" % plan_xcom,
-                      "pr": "{{ %s['pr'] }}" % plan_xcom, "changed_paths": "{{ %s['changed_paths'] }}" % plan_xcom},
+                conf=affected.output[PIPELINE_CONF],
                 wait_for_completion=False,
             )
     return dag

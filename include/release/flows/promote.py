@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from release.domain.config import PlatformConfig
+from release.domain.config import PlatformConfig, load_config
 from release.domain.gates import PromotionError, gate_freeze, gate_scan, gate_smoke
 from release.domain.plans import describe, plan_promotion
-from release.domain.config import load_config
 from release.domain.values import MAX_REASON
 from release.flows.outcome import refuse_task
 from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_set, plan_of, run_planner, task_needs_approval
@@ -32,8 +31,15 @@ def _plan_with_description(params, config, state, requester) -> dict:
     return plan
 
 
+VERIFY_ARGS = "verify_args"  # the XCom of validate that verify_signatures runs with
+
+
 def task_validate(**context) -> dict:
-    return run_planner(_plan_with_description, context)
+    from release.k8s import steps
+
+    plan = run_planner(_plan_with_description, context)
+    context["ti"].xcom_push(key=VERIFY_ARGS, value=steps.verify_signatures_args([i["image"] for i in plan["items"]]))
+    return plan
 
 
 def task_gate_smoke(**context) -> list[str]:
@@ -110,9 +116,9 @@ def build_promote_dag(config: PlatformConfig):
     from release.flows.handover import HandOver
     from release.flows.notify import on_failure
     from release.k8s.operators import FreezeEndSensor
-    from release.k8s.pods import PodStep, SecretVolume, pod_operator
+    from release.k8s import steps
+    from release.k8s.pods import pod_operator
 
-    plan = "ti.xcom_pull(task_ids='validate')"
     with DAG(
         dag_id="promote",
         schedule=None,
@@ -123,6 +129,9 @@ def build_promote_dag(config: PlatformConfig):
         tags=["release", "promotion"],
         doc_md=DOC,
         render_template_as_native_obj=True,
+        # The environment a template names (the verify pod's namespace and connection), read
+        # from the config this DAG was built from.
+        user_defined_macros={"environment": config.environments.__getitem__},
         params={
             "services": Param(["*"], type="array", items={"type": "string", "enum": ["*", *config.services]},
                               description="services to promote, or * for all"),
@@ -137,13 +146,11 @@ def build_promote_dag(config: PlatformConfig):
         smoke_gate = PythonOperator(task_id="gate_smoke", python_callable=task_gate_smoke)
         scan_gate = PythonOperator(task_id="gate_scan", python_callable=task_gate_scan)
         freeze_gate = PythonOperator(task_id="gate_freeze", python_callable=task_gate_freeze)
-        wait_freeze = FreezeEndSensor(task_id="wait_freeze", target_time="{{ ti.xcom_pull(task_ids='gate_freeze') }}")
-        verify = pod_operator("verify_signatures", PodStep(
-            "verify-signatures", config.pipelines.tools.cosign, args=[],
-            secret_volumes=(SecretVolume(config.pipelines.cosign_key_secret, "/cosign"),)),
-            service="promote", commit="promotion", namespace="{{ %s['namespace'] }}" % plan,
-            kubernetes_conn_id="{{ %s['kubernetes_conn_id'] }}" % plan)
-        verify.arguments = "{{ %s['verify_args'] }}" % plan
+        wait_freeze = FreezeEndSensor(task_id="wait_freeze", target_time=freeze_gate.output)
+        verify = pod_operator("verify_signatures", steps.verify_signatures(config), service="promote", commit="promotion",
+                              namespace="{{ environment(params.to_env).namespace }}",
+                              kubernetes_conn_id="{{ environment(params.to_env).kubernetes_conn_id }}")
+        verify.arguments = validate.output[VERIFY_ARGS]
         needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
         no_approval = EmptyOperator(task_id="no_approval")
         hand_over = HandOver(change_set=change_set("promotion"), trigger_rule="none_failed_min_one_success")
@@ -153,5 +160,5 @@ def build_promote_dag(config: PlatformConfig):
         [smoke_gate, scan_gate, wait_freeze, verify] >> needs_approval >> no_approval >> hand_over
         for env_name, env in config.environments.items():
             if env.approval.required:
-                needs_approval >> approval_task(env_name, env, "promotion", plan) >> hand_over
+                needs_approval >> approval_task(env_name, env, "promotion", validate) >> hand_over
     return dag

@@ -17,6 +17,9 @@ from release.flows.outcome import fail_task, refuse_task
 MAX_ACTIVE_REQUESTS = 16
 
 
+APPROVAL_KEYS = ("subject", "body")
+
+
 def plan_of(context) -> dict:
     """The plan `validate` recorded for this run."""
     return context["ti"].xcom_pull(task_ids="validate")
@@ -36,6 +39,9 @@ def run_planner(planner, context) -> dict:
     except RegistryFileError as exc:  # a hand edit broke the registry: fix or revert it by a commit
         fail_task(f"cannot read the registry: {exc}")
     print(f"{plan['subject']}\n{plan['body']}")
+    # What an approver reads, as XComs of their own: approve_<env> takes them by reference (XComArg).
+    for key in APPROVAL_KEYS:
+        context["ti"].xcom_push(key=key, value=plan[key])
     return plan
 
 
@@ -59,13 +65,13 @@ def change_set(kind: str):
     return build
 
 
-def approval_task(env_name: str, env, action: str, plan: str):
-    """`approve_<env>`: the env's approvers other than the requester decide on the plan (the Jinja
-    expression `plan` gives its subject and body); promote and rollback share it."""
+def approval_task(env_name: str, env, action: str, validate):
+    """`approve_<env>`: the env's approvers other than the requester decide on the plan `validate`
+    made (its subject and body); promote and rollback share it."""
     from release.flows.approval import ApprovalByOthers
 
     return ApprovalByOthers(
         task_id=f"approve_{env_name.replace('-', '_')}",
-        subject="{{ %s['subject'] }}" % plan, body="{{ %s['body'] }}" % plan,
+        subject=validate.output["subject"], body=validate.output["body"],
         approvers=env.approval.approvers, action=action,
         response_timeout=timedelta(minutes=env.approval.response_timeout_minutes))

@@ -44,7 +44,6 @@ def build_rollback_dag(config: PlatformConfig):
     from release.flows.handover import HandOver
     from release.flows.notify import on_failure
 
-    plan = "ti.xcom_pull(task_ids='validate')"
     with DAG(
         dag_id="rollback",
         schedule=None,
@@ -69,5 +68,5 @@ def build_rollback_dag(config: PlatformConfig):
         validate >> needs_approval >> no_approval >> hand_over
         for env_name, env in config.environments.items():
             if env.approval.required_for_rollback:
-                needs_approval >> approval_task(env_name, env, "rollback", plan) >> hand_over
+                needs_approval >> approval_task(env_name, env, "rollback", validate) >> hand_over
     return dag

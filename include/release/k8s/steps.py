@@ -102,6 +102,17 @@ def _cosign(config: PlatformConfig) -> dict:
             "secret_volumes": (SecretVolume(secret, COSIGN_KEY_DIR),)}
 
 
+def verify_signatures(config: PlatformConfig) -> PodStep:
+    """`cosign verify` of the digests a promotion moves; its arguments are `verify_signatures_args`
+    of the run's plan, given to the pod when it runs."""
+    return PodStep("verify-signatures", config.pipelines.tools.cosign, args=[],
+                   secret_volumes=(SecretVolume(config.pipelines.cosign_key_secret, COSIGN_KEY_DIR),))
+
+
+def verify_signatures_args(images: list[str]) -> list[str]:
+    return ["verify", "--key", f"{COSIGN_KEY_DIR}/cosign.pub", "--insecure-ignore-tlog=true", "--output", "json", *images]
+
+
 def sign(config: PlatformConfig, service: str) -> PodStep:
     return PodStep(
         "sign", config.pipelines.tools.cosign,

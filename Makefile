@@ -42,7 +42,7 @@ PYTEST_WORKERS ?= 3
 test: install-dev
 	$(VENV)/bin/lint-imports --no-cache
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup \
-	  --cov=release --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS) \
+	  --cov=release --cov=sandbox --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS) \
 	  || { status=$$?; $(if $(PYTEST_EXIT_FILE),echo $$status > $(PYTEST_EXIT_FILE);) exit $$status; }
 
 bench: install-dev

@@ -61,7 +61,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]  # tests.e2e.test_make_run, for its REST call
-BASE_SCENARIO = ROOT / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
+BASE_SCENARIO = ROOT / "include" / "sandbox" / "scenarios" / "make-run.yaml"
 API_FAULTS = BASE_SCENARIO.parent / "api-faults.yaml"  # scenario b's faults, shared with its short test
 ORDER = "bcadef"
 

@@ -51,7 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "include")]
 # How the end-to-end test starts, calls and stops `make run`: one way, kept in one place.
 from tests.e2e.test_make_run import MakeRun, call, free_port  # noqa: E402
 
-SCENARIO = ROOT / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
+SCENARIO = ROOT / "include" / "sandbox" / "scenarios" / "make-run.yaml"
 SERVICES = ("service-a", "service-b", "service-c")
 COMMITS = {s: f"{i:x}" * 40 for i, s in zip((10, 11, 12), SERVICES)}
 REF = "refs/tags/v1.2.0"

@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 from release.domain.config import GITOPS_TEMPLATE_DIR, PlatformConfig
+from release.domain.registry import DeployRequest
 from release.gitops.registry import seed_repo
 from release.gitops.store import local_repo_url
-from release.domain.registry import DeployRequest
 
 
 def digest(char: str) -> str:

@@ -14,7 +14,7 @@ import yaml
 
 from tests.dags.test_service_pipeline import run, scenario, world  # noqa: F401 - world is a fixture
 
-API_FAULTS = Path(__file__).resolve().parents[2] / "include" / "release" / "sandbox" / "scenarios" / "api-faults.yaml"
+API_FAULTS = Path(__file__).resolve().parents[2] / "include" / "sandbox" / "scenarios" / "api-faults.yaml"
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ from tests.dags.test_promote import override_config
 from tests.helpers import assert_pods_meet_restricted
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-MAKE_RUN = Path(__file__).resolve().parents[2] / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
+MAKE_RUN = Path(__file__).resolve().parents[2] / "include" / "sandbox" / "scenarios" / "make-run.yaml"
 
 
 def run(dag_id: str, file: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config, watch
 
-MAKE_RUN = Path(__file__).resolve().parents[2] / "include" / "release" / "sandbox" / "scenarios" / "make-run.yaml"
+MAKE_RUN = Path(__file__).resolve().parents[2] / "include" / "sandbox" / "scenarios" / "make-run.yaml"
 
 
 @pytest.fixture

@@ -1,0 +1,168 @@
+"""What an approver lets through: per service, the commits and merged pull requests between the
+version the target environment runs and the one being promoted.
+
+The registry records the app-repo commit every version was built from (`evidence.commit`, set
+by the pipeline that deployed it first and carried along by promotions and rollbacks). GitHub's
+compare API lists the commits between the two; only those touching the service's folder or
+its watched paths count (a commit's files come from GitHub's commit API, asked only when the
+comparison touches the service at all). A merged pull request is read from its merge or squash
+commit's subject (`Merge pull request #12 from ...`, `Fix the thing (#12)`).
+
+GitHub off, down or not knowing a commit: the approval request says the list is unavailable
+and why, and the promotion goes on as before (GitHub only informs the approver).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from release.github import outbound
+
+MAX_COMMITS = 50      # listed per service; the rest are counted
+MAX_LOOKUPS = 50      # commit lookups per service (their files decide whether a commit touches it)
+_MERGE = re.compile(r"Merge pull request #(\d+)\b")
+_SQUASH = re.compile(r"\(#(\d+)\)\s*$")
+
+
+@dataclass
+class Commit:
+    sha: str
+    title: str
+    author: str
+    pr: int | None = None
+
+
+@dataclass
+class ServiceChanges:
+    service: str
+    base: str | None          # commit the target environment runs
+    head: str | None          # commit of the version being promoted
+    commits: list[Commit] = field(default_factory=list)
+    more: int = 0             # commits touching the service that are not listed
+    unavailable: str | None = None  # why there is no list
+
+    @property
+    def prs(self) -> list[int]:
+        return sorted({c.pr for c in self.commits if c.pr})
+
+    @property
+    def authors(self) -> list[str]:
+        return sorted({c.author for c in self.commits})
+
+
+def pr_number(message: str) -> int | None:
+    subject = (message or "").splitlines()[0] if message else ""
+    m = _MERGE.search(subject) or _SQUASH.search(subject)
+    return int(m.group(1)) if m else None
+
+
+def _author(c: dict) -> str:
+    login = (c.get("author") or {}).get("login")
+    return login or ((c.get("commit") or {}).get("author") or {}).get("name") or "unknown"
+
+
+def touches(config, service: str, paths: list[str]) -> bool:
+    from release.affected import AffectedIndex
+
+    s = config.services[service]
+    return bool(paths) and bool(AffectedIndex({service: (s.path, list(s.watch))}).affected(paths))
+
+
+def between(config, service: str, base: str | None, head: str | None) -> ServiceChanges:
+    """The commits touching `service` in base..head (newest last, as GitHub lists them)."""
+    result = ServiceChanges(service, base, head)
+    if not head:
+        result.unavailable = "the registry records no commit for the version being promoted"
+        return result
+    if not base:
+        result.unavailable = "the target environment runs no version with a recorded commit (first deployment)"
+        return result
+    if base == head:
+        return result
+    compared = outbound.call(config, "GET", f"/compare/{base}...{head}", params={"per_page": 100})
+    if not isinstance(compared, dict):
+        result.unavailable = "GitHub did not answer the comparison"
+        return result
+    files = [f.get("filename", "") for f in compared.get("files") or []]
+    if files and not touches(config, service, files):
+        return result  # nothing in the range touches the service
+    listed = compared.get("commits") or []
+    if len(listed) > MAX_LOOKUPS:
+        result.more = len(listed) - MAX_LOOKUPS
+        listed = listed[-MAX_LOOKUPS:]  # the newest
+    for c in listed:
+        detail = outbound.call(config, "GET", f"/commits/{c['sha']}")
+        changed = [f.get("filename", "") for f in (detail or {}).get("files") or []] if isinstance(detail, dict) else None
+        if changed is not None and not touches(config, service, changed):
+            continue
+        message = (c.get("commit") or {}).get("message") or ""
+        result.commits.append(Commit(c["sha"], message.splitlines()[0][:120] if message else "", _author(c),
+                                     pr_number(message)))
+    if len(result.commits) > MAX_COMMITS:
+        result.more += len(result.commits) - MAX_COMMITS
+        result.commits = result.commits[-MAX_COMMITS:]
+    return result
+
+
+def for_plan(config, plan: dict) -> list[ServiceChanges]:
+    """Per promoted service: what changed between what `to_env` runs and what is promoted."""
+    out = []
+    for item in plan["items"]:
+        head = (item.get("evidence") or {}).get("commit")
+        base = item.get("replaces_commit")
+        out.append(between(config, item["service"], base, head))
+    return out
+
+
+def markdown(changes: list[ServiceChanges], repository: str) -> list[str]:
+    """Lines for the approval request's body."""
+    url = f"https://github.com/{repository}"
+    lines = ["", "**What is being approved** (commits touching each service since the version it replaces):"]
+    for ch in changes:
+        if ch.unavailable:
+            lines.append(f"- **{ch.service}**: list unavailable: {ch.unavailable}")
+            continue
+        if not ch.commits and not ch.more:
+            lines.append(f"- **{ch.service}**: no commit touches it between `{(ch.base or '')[:12]}` and "
+                         f"`{(ch.head or '')[:12]}`")
+            continue
+        prs = ", ".join(f"[#{n}]({url}/pull/{n})" for n in ch.prs) or "none"
+        lines.append(f"- **{ch.service}**: {len(ch.commits) + ch.more} commit(s) by {', '.join(ch.authors)}; "
+                     f"merged PRs: {prs} ([compare]({url}/compare/{ch.base}...{ch.head}))")
+        for c in ch.commits:
+            lines.append(f"  - [`{c.sha[:12]}`]({url}/commit/{c.sha}) {c.title} ({c.author}"
+                         + (f", #{c.pr}" if c.pr else "") + ")")
+        if ch.more:
+            lines.append(f"  - and {ch.more} more")
+    return lines
+
+
+def summary(changes: list[ServiceChanges]) -> str:
+    """One line for the run's note: per service, how many commits, which PRs, whose."""
+    parts = []
+    for ch in changes:
+        if ch.unavailable:
+            parts.append(f"{ch.service}: changes unavailable")
+        else:
+            n = len(ch.commits) + ch.more
+            prs = f", PRs {', '.join(f'#{p}' for p in ch.prs)}" if ch.prs else ""
+            parts.append(f"{ch.service}: {n} commit(s){prs}" + (f" by {', '.join(ch.authors)}" if ch.authors else ""))
+    return "changes: " + "; ".join(parts)
+
+
+def describe_changes(config, plan: dict) -> dict:
+    """With GitHub on: add the per-service changes to the plan's approval body and its one-line
+    summary as `changes` (for the run's note). Never fails the plan."""
+    if outbound.client(config) is None:
+        return plan
+    import logging
+
+    try:
+        found = for_plan(config, plan)
+    except Exception:  # noqa: BLE001 - the approver still gets the request, without the list
+        logging.getLogger(__name__).exception("GitHub: the changes being promoted could not be listed")
+        return plan
+    plan["body"] = "\n".join([plan["body"], *markdown(found, config.github.repository)])
+    plan["changes"] = summary(found)
+    return plan

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from release.config import PlatformConfig, _Strict
+from release.github import deployments as github_deployments
 from release.promote import NAME_RE
 from release.registry import DIGEST_RE, MAX_REASON, USER_RE, VERSION_RE
 
@@ -333,6 +334,7 @@ def task_apply(env: str):
             outcome.fail_task(f"nothing was written to {env}: {exc}")
         outcome.record(context["ti"], f"committed {change.describe()} to {env}, commit {applied['gitops_commit'][:12]}; "
                                       "rolling out")
+        github_deployments.started(context, config, registry, env, change, applied)
         return applied
     return apply
 
@@ -479,6 +481,7 @@ def task_undo(env: str, strategy: str):
             reason=f"automatic rollback: {what}", outcome="failed")
         print(f"{what}; rollback commit {result.sha} restores {', '.join(to_restore)}; "
               f"{start_rollout(_config(), env, result.sha)}")
+        github_deployments.undo_started(context, _config(), Registry.from_config(_config()), env, to_restore, result.sha)
         return {"gitops_commit": result.sha, "what": what, "restored": to_restore, "first_time": first_time}
     return undo
 
@@ -600,7 +603,8 @@ def build_deploy_dag(config: PlatformConfig, env: str):
         rollout_undo = converge("converge_undo", "undo")
         undo_targets = PythonOperator(task_id="smoke_undo_targets", python_callable=task_smoke_targets(env, "undo"))
         smoke_undo = smoke("smoke_after_undo", undo_targets)
-        report = PythonOperator(task_id="report", python_callable=task_report(env, strategy), trigger_rule="all_done")
+        report = PythonOperator(task_id="report", trigger_rule="all_done",
+                                python_callable=github_deployments.reporting(task_report(env, strategy), env, strategy))
 
         apply >> rollout >> targets >> smoke_pods >> record >> report
         [apply, rollout, smoke_pods] >> undo >> rollout_undo >> undo_targets >> smoke_undo >> report

@@ -88,7 +88,8 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
             item = {"version": current.version, "image": current.image, "evidence": current.evidence}
         target = state.current(to_env).get(name)
         items.append({"service": name, **item, "replaces": target.version if target else None,
-                      "replaces_image": target.image if target else None})
+                      "replaces_image": target.image if target else None,
+                      "replaces_commit": (target.evidence or {}).get("commit") if target else None})
     env = config.environments[to_env]
     return {
         "kind": "promotion", "from_env": from_env, "to_env": to_env, "requester": requester, "reason": reason,
@@ -243,9 +244,11 @@ def run_planner(planner, context) -> dict:
 
 
 def _plan_with_description(params, config, state, requester) -> dict:
+    from release.github.changes import describe_changes
+
     plan = plan_promotion(params, config, state, requester)
     plan["subject"], plan["body"] = describe(plan)
-    return plan
+    return describe_changes(config, plan)  # the commits and PRs being approved, where GitHub is on
 
 
 def task_validate(**context) -> dict:
@@ -286,6 +289,11 @@ def task_gate_freeze(**context) -> str:
 def task_needs_approval(**context) -> str:
     plan = _plan(context)
     return f"approve_{plan['to_env'].replace('-', '_')}" if plan["needs_approval"] else "no_approval"
+
+
+def _changes_line(context) -> str | None:
+    """What the run's note adds to the deploy's message: the commits and PRs promoted."""
+    return (context["ti"].xcom_pull(task_ids="validate") or {}).get("changes")
 
 
 def change_set(kind: str):
@@ -386,7 +394,8 @@ def build_promote_dag(config: PlatformConfig):
         verify.arguments = "{{ %s['verify_args'] }}" % plan
         needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
         no_approval = EmptyOperator(task_id="no_approval")
-        hand_over = HandOver(change_set=change_set("promotion"), trigger_rule="none_failed_min_one_success")
+        hand_over = HandOver(change_set=change_set("promotion"), trigger_rule="none_failed_min_one_success",
+                             also=_changes_line)
 
         validate >> [smoke_gate, scan_gate, freeze_gate, verify]
         freeze_gate >> wait_freeze

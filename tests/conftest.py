@@ -37,7 +37,7 @@ from release.gitops import GitOpsStore  # noqa: E402
 from release.registry import Registry  # noqa: E402
 from tests.helpers import make_gitops_repo  # noqa: E402
 
-pytest_plugins = ["release.sandbox.pytest_plugin"]
+pytest_plugins = ["release.sandbox.pytest_plugin", "release.sandbox.github.pytest_plugin"]
 
 
 def pytest_sessionfinish(session, exitstatus):

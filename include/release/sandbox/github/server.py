@@ -135,6 +135,7 @@ class _Repo:
     deployment_statuses: dict[int, list[dict]] = field(default_factory=dict)
     sarifs: dict[str, dict] = field(default_factory=dict)
     compares: dict[tuple[str, str], dict] = field(default_factory=dict)
+    commits: dict[str, dict] = field(default_factory=dict)  # sha -> what seed_compare said of it (files too)
     pulls: dict[int, dict] = field(default_factory=dict)
 
     @property
@@ -288,12 +289,14 @@ class GitHubStandIn:
     def seed_compare(self, base: str, head: str, files: list[str | dict] = (), commits: list[dict] | None = None,
                      repository: str = DEFAULT_REPOSITORY, status: str = "ahead") -> None:
         """What GET /compare/{base}...{head} answers. `files`: paths (modified) or GitHub file
-        objects' fields; `commits`: dicts with sha, message, author (name), login, email, date."""
+        objects' fields; `commits`: dicts with sha, message, author (name), login, email, date, and
+        files (what GET /commits/{sha} then lists for that commit)."""
         repo = self._repo_or_raise(repository)
         file_objs = [self._file(repo, f if isinstance(f, dict) else {"filename": f}) for f in files]
         commit_objs = [self._commit(repo, c) for c in (commits or [])]
         with self._lock:
             repo.compares[(base, head)] = {"files": file_objs, "commits": commit_objs, "status": status}
+            repo.commits.update({c["sha"]: c for c in commits or []})
 
     def seed_pull(self, number: int, head_sha: str, head_ref: str = "feature", base_ref: str = "main",
                   files: list[str | dict] = (), repository: str = DEFAULT_REPOSITORY, title: str = "A change",
@@ -577,6 +580,16 @@ class GitHubStandIn:
         if page == 1:  # GitHub lists the files on the first page only, at most 300
             data["files"] = seeded["files"][:COMPARE_FILES_MAX]
         return 200, data, {}
+
+    def _op_repos_get_commit(self, repo: _Repo, params, body, query):
+        """A commit seed_compare listed, with its files (all on one page: a test seeds few)."""
+        seeded = repo.commits.get(params["ref"])
+        if seeded is None:
+            raise GitHubError(422, f"No commit found for SHA: {params['ref']}")
+        files = [self._file(repo, f if isinstance(f, dict) else {"filename": f}) for f in seeded.get("files") or []]
+        added, deleted = sum(f["additions"] for f in files), sum(f["deletions"] for f in files)
+        return 200, {**self._commit(repo, seeded), "files": files,
+                     "stats": {"additions": added, "deletions": deleted, "total": added + deleted}}, {}
 
     def _op_repos_list_deployments(self, repo: _Repo, params, body, query):
         found = [d for d in repo.deployments.values()

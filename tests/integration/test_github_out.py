@@ -103,3 +103,14 @@ def test_github_down_costs_one_bounded_call_then_nothing_is_asked(gh, config):
     assert time.monotonic() - started < outbound.BUDGET_SECONDS + 5
     assert len(gh.seen("POST", "/statuses/")) <= outbound.MAX_ATTEMPTS  # the first call's tries, then paused
     assert gh.statuses() == []
+
+
+def test_a_cut_short_file_list_is_not_taken_to_mean_the_service_is_untouched(gh, config):
+    """GitHub lists at most 300 files of a comparison: past that, each commit's own files decide."""
+    base, head = "4" * 40, "5" * 40
+    gh.seed_compare(base, head, files=[f"docs/page-{i}.md" for i in range(300)] + ["services/service-a/x.py"],
+                    commits=[{"sha": "e" * 40, "message": "Big docs change", "files": ["docs/page-1.md"]},
+                             {"sha": "f" * 40, "message": "Touch a (#3)", "login": "mona",
+                              "files": ["services/service-a/x.py"]}])
+    found = changes.between(config, "service-a", base, head)
+    assert [(c.sha[0], c.pr) for c in found.commits] == [("f", 3)] and found.more == 0

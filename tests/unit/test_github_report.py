@@ -86,12 +86,13 @@ def test_the_approval_lines_list_commits_prs_and_authors_or_say_why_not():
         changes.ServiceChanges("service-a", "a" * 40, "b" * 40, commits=[
             changes.Commit("c" * 40, "Fix the login page (#12)", "octocat", 12),
             changes.Commit("d" * 40, "Tidy up", "hubot")]),
-        changes.ServiceChanges("service-b", None, "e" * 40, unavailable="the target environment runs no version with "
-                                                                          "a recorded commit (first deployment)"),
+        changes.ServiceChanges("service-b", None, "e" * 40,
+                               unavailable="the target environment runs no version with a recorded commit"),
     ]
     lines = "\n".join(changes.markdown(found, "example-org/app"))
-    assert "- **service-a**: 2 commit(s) by hubot, octocat; merged PRs: [#12](https://github.com/example-org/app/pull/12)" in lines
-    assert f"  - [`{'c' * 12}`](https://github.com/example-org/app/commit/{'c' * 40}) Fix the login page (#12) (octocat, #12)" in lines
+    url = "https://github.com/example-org/app"
+    assert f"- **service-a**: 2 commit(s) by hubot, octocat; merged PRs: [#12]({url}/pull/12)" in lines
+    assert f"  - [`{'c' * 12}`]({url}/commit/{'c' * 40}) Fix the login page (#12) (octocat, #12)" in lines
     assert "- **service-b**: list unavailable: the target environment runs no version" in lines
     assert changes.summary(found) == "changes: service-a: 2 commit(s), PRs #12 by hubot, octocat; service-b: changes unavailable"
 

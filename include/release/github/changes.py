@@ -21,6 +21,7 @@ from release.github import outbound
 
 MAX_COMMITS = 50      # listed per service; the rest are counted
 MAX_LOOKUPS = 50      # commit lookups per service (their files decide whether a commit touches it)
+GITHUB_FILES_LIMIT = 300  # a comparison lists at most this many files: a full list may be cut short
 _MERGE = re.compile(r"Merge pull request #(\d+)\b")
 _SQUASH = re.compile(r"\(#(\d+)\)\s*$")
 
@@ -39,7 +40,7 @@ class ServiceChanges:
     base: str | None          # commit the target environment runs
     head: str | None          # commit of the version being promoted
     commits: list[Commit] = field(default_factory=list)
-    more: int = 0             # commits touching the service that are not listed
+    more: int = 0             # commits in the range not shown (beyond the limits): not checked against its paths
     unavailable: str | None = None  # why there is no list
 
     @property
@@ -84,12 +85,14 @@ def between(config, service: str, base: str | None, head: str | None) -> Service
     if not isinstance(compared, dict):
         result.unavailable = "GitHub did not answer the comparison"
         return result
-    files = [f.get("filename", "") for f in compared.get("files") or []]
-    if files and not touches(config, service, files):
-        return result  # nothing in the range touches the service
+    files = [name for f in compared.get("files") or [] for name in (f.get("previous_filename"), f.get("filename")) if name]
+    if files and len(compared["files"]) < GITHUB_FILES_LIMIT and not touches(config, service, files):
+        return result  # the whole range's files (GitHub listed them all) do not touch the service
     listed = compared.get("commits") or []
+    # Commits GitHub did not list on this page, or that are not looked up: counted, not shown.
+    result.more = max(0, int(compared.get("total_commits") or len(listed)) - len(listed))
     if len(listed) > MAX_LOOKUPS:
-        result.more = len(listed) - MAX_LOOKUPS
+        result.more += len(listed) - MAX_LOOKUPS
         listed = listed[-MAX_LOOKUPS:]  # the newest
     for c in listed:
         detail = outbound.call(config, "GET", f"/commits/{c['sha']}")
@@ -128,13 +131,13 @@ def markdown(changes: list[ServiceChanges], repository: str) -> list[str]:
                          f"`{(ch.head or '')[:12]}`")
             continue
         prs = ", ".join(f"[#{n}]({url}/pull/{n})" for n in ch.prs) or "none"
-        lines.append(f"- **{ch.service}**: {len(ch.commits) + ch.more} commit(s) by {', '.join(ch.authors)}; "
+        lines.append(f"- **{ch.service}**: {len(ch.commits)} commit(s) by {', '.join(ch.authors) or 'nobody'}; "
                      f"merged PRs: {prs} ([compare]({url}/compare/{ch.base}...{ch.head}))")
         for c in ch.commits:
             lines.append(f"  - [`{c.sha[:12]}`]({url}/commit/{c.sha}) {c.title} ({c.author}"
                          + (f", #{c.pr}" if c.pr else "") + ")")
         if ch.more:
-            lines.append(f"  - and {ch.more} more")
+            lines.append(f"  - and {ch.more} more commit(s) in the range, not listed here: see the comparison")
     return lines
 
 
@@ -145,7 +148,7 @@ def summary(changes: list[ServiceChanges]) -> str:
         if ch.unavailable:
             parts.append(f"{ch.service}: changes unavailable")
         else:
-            n = len(ch.commits) + ch.more
+            n = f"{len(ch.commits)}{'+' if ch.more else ''}"
             prs = f", PRs {', '.join(f'#{p}' for p in ch.prs)}" if ch.prs else ""
             parts.append(f"{ch.service}: {n} commit(s){prs}" + (f" by {', '.join(ch.authors)}" if ch.authors else ""))
     return "changes: " + "; ".join(parts)

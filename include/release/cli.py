@@ -140,6 +140,9 @@ def _sandbox(args) -> int:
     cluster = SandboxCluster(scenario, port=args.port, namespaces=namespaces,
                              artifacts_dir=data_dir() / "artifacts", backup_storage_dir=root / "backup-storage")
     cluster.start()
+    from release.sandbox.github import mode as github_sandbox
+
+    github = github_sandbox.start(config, port=args.github_port)
     # What the clusters already hold (Applications, the scenario's earlier backups), before the
     # kubeconfig tells anyone the sandbox is there.
     seeded = prepare(cluster, config)
@@ -147,13 +150,17 @@ def _sandbox(args) -> int:
     if seeded:
         print(f"Earlier Completed backups (scenario prior_backups): {', '.join(seeded)}")
     print(f"{SANDBOX_LABEL}\nAPI server: {cluster.url}\nkubeconfig: {kubeconfig}\n"
-          f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is\nCtrl-C stops it.", flush=True)
+          f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is", flush=True)
+    if github is not None:
+        print(f"GitHub stand-in for {config.github.repository}: {github.url} (what it was sent: {github.url}/_github/state)")
+    print("Ctrl-C stops it.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
+    github_sandbox.stop(github)
     cluster.stop()
     return 0
 
@@ -290,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=0, help="default: any free port")
     sandbox.add_argument("--kubeconfig", type=Path, help="where to write its kubeconfig (default .local/sandbox/kubeconfig)")
     sandbox.add_argument("--scenario", type=Path, help="YAML scenario: pod outcomes, Argo CD and Velero behaviour, faults")
+    sandbox.add_argument("--github-port", type=int, default=0, help="port of the GitHub stand-in (default: any free port)")
     sandbox.set_defaults(func=_sandbox)
+
+    from release.github.cli import add_commands as add_github_commands
+
+    add_github_commands(sub)
     return parser
 
 

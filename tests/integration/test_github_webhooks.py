@@ -292,3 +292,23 @@ def test_the_plugin_serves_the_receiver_under_release(receiver):
     server.mount(spec["url_prefix"], spec["app"])
     answer = TestClient(server).post("/release/webhooks/github", content=b"{}", headers={"X-GitHub-Event": "ping"})
     assert answer.status_code == 401 and "X-Hub-Signature-256 is missing" in answer.json()["detail"]
+
+
+# -- the test push of the sandbox walk-through ---------------------------------------------------------
+
+def test_send_test_push_is_signed_with_the_configured_secret_and_starts_dispatch(dispatch_dag, github):
+    from fastapi.testclient import TestClient
+
+    from release.config import load_config
+    from release.github.cli import send_test_push
+    from release.web.app import create_app
+
+    answer = send_test_push(load_config(), "/webhooks/github", ["services/service-c/search.py"],
+                            after="c0ffee" + "0" * 34, http=TestClient(create_app()))
+    assert answer.status_code == 201, answer.text
+    reply = answer.json()
+    assert reply["services"] == ["service-c"]
+    conf = the_run(reply["run_id"]).conf
+    assert (conf["after"], conf["ref"], conf["pr"], conf["changed_paths"]) == (
+        "c0ffee" + "0" * 34, "refs/heads/main", None, ["services/service-c/search.py"])
+    assert github.seen() == []  # one commit listing its files: no need to ask GitHub

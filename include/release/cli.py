@@ -12,10 +12,22 @@ def _config_check(args) -> int:
     from release.config import ConfigError, load_config
 
     try:
-        load_config(args.file)
+        config = load_config(args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.codeowners:
+        from release.github.codeowners import check_file
+
+        try:
+            disagreements, problems = check_file(config, args.codeowners)
+        except OSError as exc:
+            print(f"--codeowners: cannot read {args.codeowners}: {exc.strerror}", file=sys.stderr)
+            return 1
+        for line in [*problems, *(d.describe() for d in disagreements)]:
+            print(line, file=sys.stderr)
+        if disagreements:
+            return 1
     print("OK")
     return 0
 
@@ -256,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="the platform config").add_subparsers(dest="action", required=True)
     check = config.add_parser("check", help="validate a platform config; prints OK or every error")
     check.add_argument("file", nargs="?", help="default: $RELEASE_PLATFORM_CONFIG or include/config/platform.yaml")
+    check.add_argument("--codeowners", type=Path, metavar="FILE",
+                       help="also report services whose owners disagree with this CODEOWNERS file (the app repo's)")
     check.set_defaults(func=_config_check)
 
     registry = sub.add_parser("registry", help="the version registry").add_subparsers(dest="action", required=True)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,67 @@ DELIVERY_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 RUN_ID_PREFIX = "github__"
 
 router = APIRouter()
+
+
+class _Payload(BaseModel):
+    # Only the keys the receiver reads, checked; GitHub's other keys pass untouched.
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Repository(_Payload):
+    full_name: str
+    default_branch: str | None = None
+
+
+class _Commit(_Payload):
+    added: list[str] = []
+    removed: list[str] = []
+    modified: list[str] = []
+
+
+class _Account(_Payload):
+    name: str | None = None
+    login: str | None = None
+
+
+class PushEvent(_Payload):
+    ref: str
+    before: str | None = None
+    after: str
+    created: bool = False
+    deleted: bool = False
+    forced: bool = False
+    commits: list[_Commit] = []
+    repository: _Repository
+    pusher: _Account | None = None
+    sender: _Account | None = None
+
+
+class _Head(_Payload):
+    sha: str
+
+
+class _PullRequest(_Payload):
+    draft: bool = False
+    head: _Head
+    user: _Account | None = None
+
+
+class PullRequestEvent(_Payload):
+    action: str
+    number: int
+    before: str | None = None
+    pull_request: _PullRequest
+    repository: _Repository
+
+
+def _parse(model: type[_Payload], payload: dict):
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise WebhookRefused(400, f"{model.__name__} payload: {where}: {first['msg']}") from None
 
 
 class WebhookRefused(Exception):
@@ -139,7 +201,8 @@ def handle(headers: dict[str, str], body: bytes, config=None, client=None) -> JS
 
     if event == "ping":
         return _reply(200, "pong", f"pong: hook {payload.get('hook_id', '?')} reaches the release platform")
-    repository = (payload.get("repository") or {}).get("full_name")
+    repository = payload.get("repository")
+    repository = repository.get("full_name") if isinstance(repository, dict) else None
     if event not in ("push", "pull_request"):
         return _reply(202, "ignored", f"event {event!r} is not handled (push, pull_request, ping)")
     if not isinstance(repository, str) or repository.lower() != config.github.repository.lower():
@@ -185,13 +248,12 @@ def _existing_run(run_id: str) -> str | None:
 
 
 def _push(payload: dict, config, client) -> Trigger | str:
-    ref, after, before = payload.get("ref"), payload.get("after"), payload.get("before")
-    if not isinstance(ref, str) or not isinstance(after, str):
-        raise WebhookRefused(400, "push payload has no ref or after")
-    if payload.get("deleted") or after == ZERO_SHA:
+    event = _parse(PushEvent, payload)
+    ref, after = event.ref, event.after
+    if event.deleted or after == ZERO_SHA:
         return f"{ref} was deleted: nothing to build"
-    pusher = (payload.get("pusher") or {}).get("name") or (payload.get("sender") or {}).get("login") or "someone"
-    before = None if before in (None, ZERO_SHA) else before
+    pusher = (event.pusher and event.pusher.name) or (event.sender and event.sender.login) or "someone"
+    before = None if event.before in (None, ZERO_SHA) else event.before
     if ref.startswith("refs/tags/"):
         # A tag is a release: every service is built and shipped at the tagged commit.
         paths = [s.path for s in config.services.values()]
@@ -200,23 +262,22 @@ def _push(payload: dict, config, client) -> Trigger | str:
     if not ref.startswith("refs/heads/"):
         return f"{ref} is neither a branch nor a tag"
 
-    commits = payload.get("commits") or []
+    commits = event.commits
     listed: list[str] = []
     for commit in commits:
-        for key in ("added", "removed", "modified"):
-            for path in commit.get(key) or []:
-                if path not in listed:
-                    listed.append(path)
+        for path in (*commit.added, *commit.removed, *commit.modified):
+            if path not in listed:
+                listed.append(path)
     reasons = [why for why, applies in (
-        ("a new branch", bool(payload.get("created")) or before is None),
-        ("a forced push", bool(payload.get("forced"))),
+        ("a new branch", event.created or before is None),
+        ("a forced push", event.forced),
         ("no changed paths listed", not listed),
         (f"{len(commits)} commits (GitHub lists at most {INCOMPLETE_COMMITS})", len(commits) >= INCOMPLETE_COMMITS),
         (f"{len(listed)}+ files (GitHub lists at most {INCOMPLETE_FILES})", len(listed) >= INCOMPLETE_FILES),
     ) if applies]
     trigger = Trigger("push", before, after, ref, None, listed, f"push to {ref.removeprefix('refs/heads/')} by {pusher}")
     if reasons:
-        base = before or (payload.get("repository") or {}).get("default_branch") or "main"
+        base = before or event.repository.default_branch or "main"
         trigger.changed_paths, note = _compare(config, client, base, after)
         trigger.notes.append(f"changed files from GitHub's compare {base[:12]}...{after[:12]} ({', '.join(reasons)})")
         if note:
@@ -240,15 +301,12 @@ def _compare(config, client, base: str, head: str) -> tuple[list[str], str | Non
 def _pull_request(payload: dict, config, client) -> Trigger | str:
     action = payload.get("action")
     if action not in PR_ACTIONS:
-        return f"pull_request action {action!r} is not handled ({', '.join(PR_ACTIONS)})"
-    pr = payload.get("pull_request") or {}
-    number = payload.get("number") or pr.get("number")
-    head_sha = (pr.get("head") or {}).get("sha")
-    if not isinstance(number, int) or not isinstance(head_sha, str):
-        raise WebhookRefused(400, "pull_request payload has no number or head sha")
-    if pr.get("draft") and action != "ready_for_review":
+        return f"pull_request action {str(action)[:40]!r} is not handled ({', '.join(PR_ACTIONS)})"
+    event = _parse(PullRequestEvent, payload)
+    number, pr = event.number, event.pull_request
+    if pr.draft and action != "ready_for_review":
         return f"pull request #{number} is a draft: it is built when marked ready for review"
-    before = payload.get("before") if action == "synchronize" else None
+    before = event.before if action == "synchronize" else None
     client = client or _client(config)
     files = client.pull_files(number)
     if not files.ok:
@@ -258,8 +316,8 @@ def _pull_request(payload: dict, config, client) -> Trigger | str:
         for name in (f.get("previous_filename"), f.get("filename")):
             if name and name not in paths:
                 paths.append(name)
-    author = (pr.get("user") or {}).get("login") or "someone"
-    return Trigger("pull_request", before, head_sha, f"refs/pull/{number}/head", number, paths,
+    author = (pr.user and pr.user.login) or "someone"
+    return Trigger("pull_request", before, pr.head.sha, f"refs/pull/{number}/head", number, paths,
                    f"pull request #{number} {action} by {author}")
 
 

@@ -312,3 +312,14 @@ def test_send_test_push_is_signed_with_the_configured_secret_and_starts_dispatch
     assert (conf["after"], conf["ref"], conf["pr"], conf["changed_paths"]) == (
         "c0ffee" + "0" * 34, "refs/heads/main", None, ["services/service-c/search.py"])
     assert github.seen() == []  # one commit listing its files: no need to ask GitHub
+
+
+def test_send_test_push_says_what_is_wrong(github, monkeypatch, capsys, tmp_path):
+    from release.cli import main
+
+    assert main(["github", "send-test-push", "--url", "http://127.0.0.1:9/release/webhooks/github"]) == 1
+    assert "cannot reach the receiver at http://127.0.0.1:9/release/webhooks/github" in capsys.readouterr().err
+    monkeypatch.delenv("AIRFLOW_CONN_GITHUB_WEBHOOK")
+    monkeypatch.setenv("RELEASE_DATA_DIR", str(tmp_path))  # and no sandbox running
+    assert main(["github", "send-test-push"]) == 1
+    assert "no webhook secret: the Airflow connection 'github_webhook' is unusable" in capsys.readouterr().err

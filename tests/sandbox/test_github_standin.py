@@ -125,3 +125,33 @@ def test_what_it_does_not_model_it_says_so(github, operation):
     method, path = operation.split(" ")
     answer = call(github, method, path)
     assert answer.status_code == 501 and "does not model" in answer.json()["message"]
+
+
+def test_sandbox_mode_points_the_github_connections_at_the_stand_in(tmp_path, monkeypatch, config, capsys):
+    from release.cli import main
+    from release.github.cli import webhook_secret
+    from release.sandbox.github import mode
+
+    monkeypatch.setenv("RELEASE_DATA_DIR", str(tmp_path))
+    for name in ("AIRFLOW_CONN_GITHUB_DEFAULT", "AIRFLOW_CONN_GITHUB_WEBHOOK"):
+        monkeypatch.delenv(name, raising=False)
+    assert mode.sandbox_github_environment(config, check_database=False) == {}  # no stand-in running
+    standin = mode.start(config)
+    try:
+        env = mode.sandbox_github_environment(config, check_database=False)
+        api = json.loads(env["AIRFLOW_CONN_GITHUB_DEFAULT"])
+        assert (api["conn_type"], api["host"], api["password"]) == ("github", standin.url, TOKEN)
+        assert json.loads(env["AIRFLOW_CONN_GITHUB_WEBHOOK"])["password"] == webhook_secret(config)
+        # A real GitHub connection is never shadowed by the sandbox's.
+        real = mode.sandbox_github_environment(config, environ={"AIRFLOW_CONN_GITHUB_DEFAULT": "github://:t@"},
+                                               check_database=False)
+        assert list(real) == ["AIRFLOW_CONN_GITHUB_WEBHOOK"]
+
+        call(standin, "POST", f"{REPO}/statuses/{SHA}", {"state": "success", "context": "release/build",
+                                                          "description": "built service-a"})
+        assert main(["github", "state"]) == 0
+        listing = capsys.readouterr().out
+        assert "release/build" in listing and "built service-a" in listing and SHA[:12] in listing
+    finally:
+        mode.stop(standin)
+    assert mode.read_info() is None and main(["github", "state"]) == 1

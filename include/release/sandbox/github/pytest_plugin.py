@@ -7,21 +7,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from release.sandbox.github.server import DEFAULT_REPOSITORY, GitHubStandIn
+from release.sandbox.github.mode import webhook_secret_connection
+from release.sandbox.github.server import DEFAULT_REPOSITORY, WEBHOOK_SECRET, GitHubStandIn
 
 API_CONN_ID = "github_default"
 WEBHOOK_CONN_ID = "github_webhook"
-WEBHOOK_SECRET = "sandbox-webhook-secret"  # not a secret: tests and the local sandbox only
-
-
-def webhook_secret_connection(secret: str = WEBHOOK_SECRET) -> str:
-    """An Airflow connection (JSON form) whose password is a webhook secret."""
-    return json.dumps({"conn_type": "generic", "password": secret,
-                       "description": "secret GitHub signs webhook deliveries with (X-Hub-Signature-256)"})
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SPEC_PATH = Path(__file__).with_name("openapi-subset.json")
 TOKEN = "sandbox-github-token"  # not a secret: the stand-in only listens on 127.0.0.1
+WEBHOOK_SECRET = "sandbox-webhook-secret"  # not a secret either: what the sandbox signs its test pushes with
 DEFAULT_REPOSITORY = "example-org/app"
 SPEC_HOST = "https://api.github.com"  # the server the description names; paths are matched under it
 STATE_PATH = "/_github/state"

@@ -17,6 +17,7 @@ from tests.helpers import assert_pods_meet_restricted, digest, request_for
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+EARLIER = "1" * 40  # the app-repo commit of the version dev ran before
 NEW_DIGEST = digest("9")
 ARTIFACT = "{label:release-platform/service}/{label:release-platform/commit}/"
 
@@ -47,7 +48,7 @@ def scenario(report: str = "alpine-310.json", smoke_exit: int = 0, argo: dict | 
 def world(airflow_db, data_dir, config, sandbox):
     """A GitOps repo where dev runs service-a 1.0.0, and the Argo CD Application for dev."""
     ensure_local_repo(config)
-    Registry.from_config(config).record_deployment("dev", [request_for(config, "service-a", "1.0.0", "1")],
+    Registry.from_config(config).record_deployment("dev", [request_for(config, "service-a", "1.0.0", "1", commit=EARLIER)],
                                                    by="alice", run_id="earlier")
     sandbox.artifacts_dir = data_dir / "artifacts"
     sandbox.call(sandbox.store.create, sandbox.resource("applications"), "argocd", {
@@ -215,7 +216,7 @@ def test_blocking_scan_stops_at_the_gate(world, sandbox, gh):
     assert gh.deployments() == []
 
 
-def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd, deploy_runs):
+def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd, deploy_runs, gh):
     sandbox.scenario = scenario(smoke_exit=22)
     dagrun, states = run({})
     assert dagrun.state == "failed" and states["hand_over"] == "failed"
@@ -231,6 +232,14 @@ def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capf
     assert note.endswith("the smoke test of service-a after the rollback failed too"), note
     state, note = last_run("service-a-pipeline")
     assert state == "failed" and note.startswith(what) and note.endswith(f"(deploy-dev run {deploy_run})"), note
+    # On the commit: the smoke test and the deploy to dev failed, saying what happened.
+    latest = {s["context"]: s for s in gh.statuses(COMMIT)}
+    assert (latest["release/service-a/smoke"]["state"], latest["release/service-a/deploy-dev"]["state"]) == ("failure", "failure")
+    assert latest["release/service-a/deploy-dev"]["description"].startswith("the smoke test of service-a in dev failed")
+    # Environments: 1.1.0 failed; the automatic rollback deployed 1.0.0's commit again, and its smoke test failed too.
+    assert {(d["ref"], d["payload"]["version"]): [s["state"] for s in d["statuses"]] for d in gh.deployments("dev")} == {
+        (COMMIT, "1.1.0"): ["in_progress", "failure"], (EARLIER, "1.0.0"): ["in_progress", "failure"]}
+    assert gh.deployments("dev")[-1]["statuses"][-1]["description"] == "automatic rollback: the smoke test of service-a failed"
 
 
 def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs, gh):

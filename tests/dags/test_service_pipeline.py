@@ -280,8 +280,12 @@ def test_bad_params_fail_at_the_first_task_naming_the_param(world, sandbox, capf
     assert state == "failed" and note.startswith("refused: " + message), note
 
 
-def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox):
-    """The scenario `make run` gives its sandbox lets a newcomer's first run reach dev."""
+def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox, gh):
+    """The scenario `make run` gives its sandbox lets a newcomer's first run reach dev, even with
+    GitHub down all along (it answers every request with a 503)."""
+    from release.github import outbound
+
+    gh.fail(503, count=10_000)
     from release.config import INCLUDE_DIR
     from release.sandbox import Scenario
 
@@ -292,3 +296,6 @@ def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config
     dagrun, states = run({})
     assert dagrun.state == "success", states
     assert Registry.from_config(config).state("dev")["service-a"].version == "1.1.0"
+    assert (data_dir / "artifacts" / "service-a" / COMMIT / "trivy.sarif").is_file()  # for code scanning
+    # GitHub was asked once, within its bound, then left alone: no task waited on it again.
+    assert 1 <= len(gh.requests) <= outbound.MAX_ATTEMPTS and {r.status for r in gh.requests} == {503}

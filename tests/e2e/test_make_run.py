@@ -257,6 +257,16 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         shown = subprocess.run([sys.executable, "-m", "release", "github", "state"], env=run.env, cwd=ROOT,
                                capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0 and "example-org/app (GitHub stand-in http://127.0.0.1:" in shown.stdout, shown
+        # What GitHub shows of the pipeline run above: its stages on the commit, dev's deployment, the SARIF.
+        shown = subprocess.run([sys.executable, "-m", "release", "github", "state", "--format", "json"], env=run.env,
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        app = json.loads(shown.stdout)["example-org/app"]
+        latest = {s["context"]: s["state"] for s in app["statuses"] if s["sha"] == COMMIT}
+        assert latest == {f"release/service-a/{stage}": "success" for stage in (
+            "verify", "build", "scan-gate", "chart-validation", "deploy-dev", "smoke")}, latest
+        dev = [d for d in app["deployments"] if d["environment"] == "dev" and d["ref"] == COMMIT]
+        assert [s["state"] for s in dev[-1]["statuses"]] == ["in_progress", "success"], app["deployments"]
+        assert [u["ref"] for u in app["sarifs"] if u["commit_sha"] == COMMIT] == ["refs/tags/v1.2.0"], app["sarifs"]
 
         # No secret on the console or in a task log of that run: not the users' generated
         # passwords (the console names their file), the API token, nor the cluster's token.

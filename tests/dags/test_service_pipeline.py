@@ -262,6 +262,8 @@ def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs, gh):
     assert "| scan gate | ✅ success |" in body and "**Scan gate**: passed; counts: MEDIUM 4" in body
     assert "**Chart validation**: renders, lints and validates for dev, staging, prod" in body
     assert gh.deployments() == [] and [u["ref"] for u in gh.sarifs()] == ["refs/pull/42/head"]
+    # Written once, by whichever of the scan gate and the chart validation ended last, complete.
+    assert [r.method for r in gh.seen(path_contains="/issues/") if r.method != "GET"] == ["POST"]
 
 
 @pytest.mark.parametrize("params,message", [

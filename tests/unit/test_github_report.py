@@ -102,3 +102,18 @@ def test_a_service_is_touched_by_its_folder_and_watched_paths_only(config):
     assert changes.touches(config, "service-a", ["docs/readme.md", "shared/lib/util.py"])  # watch: shared/**
     assert not changes.touches(config, "service-a", ["services/service-b/app.py", "docs/readme.md"])
     assert not changes.touches(config, "service-a", [])
+
+
+@pytest.mark.parametrize("states,ready", [
+    ({"verify": "success", "build": "success", "scan_gate": "success", "chart_validate": "running"}, False),
+    ({"verify": "success", "build": "success", "scan_gate": "running", "chart_validate": "success"}, False),
+    ({"verify": "success", "build": "success", "scan_gate": "failed", "chart_validate": "success"}, True),
+    # verify failed: build and the scan gate will never run, whatever their state says yet
+    ({"verify": "failed", "build": None, "scan_gate": None, "chart_validate": "success"}, True),
+    ({"verify": "failed", "chart_validate": "running"}, False),
+    ({"verify": "success", "build": "success", "image_ref": "success", "scan": "failed", "chart_validate": "failed"}, True),
+])
+def test_the_pr_comment_is_written_once_every_stage_it_shows_has_settled(states, ready):
+    from release.github.pipeline_report import settled
+
+    assert settled(states) is ready

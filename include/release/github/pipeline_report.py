@@ -5,11 +5,12 @@ the task; this decides what GitHub hears of it, and nothing else:
 - a stage task of `<service>-pipeline` (or the smoke test of the deploy-<first env> run it
   handed over to): a commit status on the commit it built (release.github.statuses);
 - `scan_sarif` done: the scan's SARIF to code scanning (release.github.sarif);
-- PR mode (`pr` set), once a stage's result is known: the PR's report comment
+- PR mode (`pr` set), once every stage it shows has settled: the PR's report comment
   (release.github.pr_comment).
 
-It never raises and costs nothing for other tasks, or when GitHub is off. Each call is bounded
-by the client; a task's state is decided before its listeners run, so no result waits on GitHub.
+It never raises and costs nothing for other tasks, or when GitHub is off. A finished task's
+state is recorded before its listeners run, so no result waits on GitHub; a task's start waits at
+most for one call, bounded (release.github.outbound).
 """
 
 from __future__ import annotations
@@ -23,17 +24,24 @@ log = logging.getLogger(__name__)
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 SARIF_TASK = "scan_sarif"
-# Tasks whose end changes what the PR comment says (verify and build only when they fail: the
-# scan gate and the chart validation then never run).
-PR_TASKS = {"verify", "build", "scan_gate", "chart_validate"}
+# What the PR comment shows, and when it is written: once every stage it shows has settled (done,
+# or never to run because a task before it failed), by the task that settled last. The scan gate
+# and the chart validation run in parallel branches; whichever ends second sees the other's end
+# (a task's state is recorded before its listeners run), so the comment is written once per run,
+# complete, and never overwritten by a stale view.
 PR_STAGES = {"verify": "verify", "build": "build", "scan_gate": "scan gate", "chart_validate": "chart validation"}
+UPSTREAM = {"build": ("verify",), "image_ref": ("build", "verify"), "scan": ("image_ref", "build", "verify"),
+            "scan_gate": ("scan", "image_ref", "build", "verify")}
+FAIL_ONLY = {"verify", "build", "image_ref", "scan"}  # their failure settles what comes after them
+SETTLED = {"success", "failed", "upstream_failed", "skipped", "removed"}
 
 
 def on_task_event(ti, event: str, error: BaseException | None = None) -> None:
     """`event`: running, success or failed (a try that will be retried counts as running)."""
     try:
         dag_id, task_id = getattr(ti, "dag_id", ""), getattr(ti, "task_id", "")
-        if dag_id.endswith("-pipeline") and (task_id in statuses.PIPELINE_STAGES or task_id == SARIF_TASK):
+        if dag_id.endswith("-pipeline") and (task_id in statuses.PIPELINE_STAGES or task_id in FAIL_ONLY
+                                             or task_id == SARIF_TASK):
             _pipeline_event(ti, event, error)
         elif dag_id.startswith("deploy-") and task_id == statuses.SMOKE_TASK:
             _smoke_event(ti, event, error)
@@ -101,11 +109,21 @@ def _pipeline_event(ti, event: str, error: BaseException | None) -> None:
             sarif.upload(config, config.artifacts_dir() / service / commit / "trivy.sarif", commit, ref)
         return
     state = _state(ti, event)
-    stage = statuses.PIPELINE_STAGES[task_id].format(env=config.env_order[0])
-    statuses.post(config, commit, statuses.status_body(state, service, stage, ti.log_url,
-                                                       _description(ti, event, state, error)))
-    if pr and task_id in PR_TASKS and state != "pending" and (state == "failure" or task_id not in ("verify", "build")):
+    if task_id in statuses.PIPELINE_STAGES:
+        stage = statuses.PIPELINE_STAGES[task_id].format(env=config.env_order[0])
+        statuses.post(config, commit, statuses.status_body(state, service, stage, ti.log_url,
+                                                           _description(ti, event, state, error)))
+    if pr and state != "pending" and (task_id in ("scan_gate", "chart_validate") or
+                                      (task_id in FAIL_ONLY and state == "failure")):
         _pr_report(config, ti, service, commit, int(pr), state, error)
+
+
+def settled(states: dict[str, str]) -> bool:
+    """Whether every stage the PR comment shows is done, or will never run (a task before it failed)."""
+    def done(task_id: str) -> bool:
+        before = UPSTREAM.get(task_id, ())
+        return states.get(task_id) in SETTLED or any(states.get(u) in ("failed", "upstream_failed") for u in before)
+    return all(done(t) for t in PR_STAGES)
 
 
 def _smoke_event(ti, event: str, error: BaseException | None) -> None:
@@ -132,8 +150,12 @@ def _pr_report(config, ti, service: str, commit: str, pr: int, state: str, error
     from release.github import pr_comment
 
     now = ti.task_id
-    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=list(PR_TASKS), run_ids=[ti.run_id]).get(ti.run_id, {})
+    watched = sorted({*PR_STAGES, *UPSTREAM, *FAIL_ONLY})
+    states = {t: str(s) for t, s in (ti.get_task_states(dag_id=ti.dag_id, task_ids=watched, run_ids=[ti.run_id])
+                                     .get(ti.run_id, {}) or {}).items()}
     states[now] = "success" if state == "success" else "failed"
+    if not settled(states):
+        return  # a stage still runs: the task that settles last writes the comment
 
     def shown(task_id: str) -> str:
         s = str(states.get(task_id) or "not run")

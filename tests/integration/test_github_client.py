@@ -159,3 +159,17 @@ def test_off_without_config_or_connection_says_so_once(monkeypatch, caplog):
 def test_get_client_follows_the_platform_config(github):
     client = get_client()
     assert (client.repository, client.conn_id, client.enabled) == ("example-org/app", "github_default", True)
+
+
+def test_an_unanswered_request_is_repeated_only_when_repeating_is_harmless(github, waits):
+    client = GitHubClient("example-org/app", github.conn_id, sleep=waits.append, timeout_seconds=1)
+    github.slow(1.5, count=2)  # GitHub does it, but answers after the client gave up
+    status = client.create_status(SHA, "success", context="release/build")
+    assert status.ok and status.attempts == 3
+    github.slow(1.5, count=1)
+    deployment = client.create_deployment(SHA, "dev")
+    assert (deployment.ok, deployment.attempts) == (False, 1) and "GitHub may have done it" in deployment.error
+    github.slow(1.5, count=1)
+    assert not client.create_issue_comment(7, "report").ok
+    assert github.wait_idle()
+    assert len(github.deployments("dev")) == 1 and len(github.comments(7)) == 1  # done once, never twice

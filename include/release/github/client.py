@@ -66,9 +66,11 @@ class GitHubResult:
 class _Failure(Exception):
     """One failed attempt, as the retry loop judges it."""
 
-    def __init__(self, status: int | None, message: str, headers: dict | None = None, data: Any = None):
+    def __init__(self, status: int | None, message: str, headers: dict | None = None, data: Any = None,
+                 maybe_done: bool = False):
         super().__init__(message)
         self.status, self.message, self.headers, self.data = status, message, headers or {}, data
+        self.maybe_done = maybe_done  # sent, but no answer: GitHub may have done it
 
     @property
     def rate_limited(self) -> bool:
@@ -170,9 +172,14 @@ class GitHubClient:
             return self._github
 
     # -- the one way out ----------------------------------------------------------------------
-    def call(self, method: str, path: str, *, body: Any = None, params: dict | None = None, what: str | None = None) -> GitHubResult:
+    def call(self, method: str, path: str, *, body: Any = None, params: dict | None = None, what: str | None = None,
+             idempotent: bool | None = None) -> GitHubResult:
         """`method` on `path` below /repos/{owner}/{repo} (e.g. "/statuses/<sha>"; a path starting with
-        "/repos/" is taken as is), tried again within the bound; never raises."""
+        "/repos/" is taken as is), tried again within the bound; never raises.
+
+        A request that was sent but got no answer (a read timeout) is tried again only when doing it
+        twice is harmless (`idempotent`; default: GET, PATCH, PUT, and a commit status, which GitHub
+        keeps per context): a second deployment or PR comment would be worse than none."""
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
         github = self._connect()
@@ -190,8 +197,14 @@ class GitHubClient:
             log.debug("GitHub %s failed (%s), attempt %d; trying again in %.1f s", what,
                       state.outcome.exception().message, state.attempt_number, state.upcoming_sleep)
 
+        if idempotent is None:
+            idempotent = method in ("GET", "PATCH", "PUT") or "/statuses/" in path and "/deployments/" not in path
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, _Failure) and exc.retryable and (idempotent or not exc.maybe_done)
+
         retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.retryable),
+            retry=retry_if_exception(retryable),
             # stop_before_delay: a wait (a rate limit's reset) that would end past the budget is not waited out.
             stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.budget_seconds),
             wait=wait, sleep=self._sleep, before_sleep=before_sleep, reraise=True)
@@ -222,7 +235,9 @@ class GitHubClient:
         try:
             status, headers, output = github.requester.requestJson(method, url, parameters=params, input=body)
         except requests.RequestException as exc:
-            raise _Failure(None, f"{type(exc).__name__}: {_one_line(exc)}") from None
+            maybe_done = isinstance(exc, requests.ReadTimeout)
+            note = " (sent, no answer: GitHub may have done it)" if maybe_done else ""
+            raise _Failure(None, f"{type(exc).__name__}: {_one_line(exc)}{note}", maybe_done=maybe_done) from None
         headers = {k.lower(): str(v) for k, v in (headers or {}).items()}
         try:
             data = json.loads(output) if output else None

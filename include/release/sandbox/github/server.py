@@ -195,6 +195,8 @@ class GitHubStandIn:
         self._repos: dict[str, _Repo] = {}
         self._ids = itertools.count(1001)
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -348,7 +350,9 @@ class GitHubStandIn:
             path = path[len("/api/v3"):]
         body_bytes = await request.read() if request.can_read_body else b""
         record = RecordedRequest(request.method, request.path, 0, _json_or_none(body_bytes))
-        self.requests.append(record)
+        with self._lock:
+            self.requests.append(record)
+            self._in_flight += 1
         try:
             if path.rstrip("/") == STATE_PATH and request.method == "GET":
                 response = web.json_response(self.state())
@@ -356,8 +360,17 @@ class GitHubStandIn:
                 response = await self._api(request, path, body_bytes)
         except GitHubError as exc:
             response = exc.response()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
         record.status = response.status
         return response
+
+    def wait_idle(self, timeout: float = 30) -> bool:
+        """Wait until no request is being answered (e.g. a slow one its client gave up on)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     async def _api(self, request: web.Request, path: str, body_bytes: bytes) -> web.Response:
         auth = request.headers.get("Authorization", "")

@@ -114,3 +114,18 @@ def test_a_cut_short_file_list_is_not_taken_to_mean_the_service_is_untouched(gh,
                               "files": ["services/service-a/x.py"]}])
     found = changes.between(config, "service-a", base, head)
     assert [(c.sha[0], c.pr) for c in found.commits] == [("f", 3)] and found.more == 0
+
+
+def test_services_sharing_a_range_look_each_commit_up_once_and_within_the_plans_budget(gh, config):
+    base, head = "6" * 40, "7" * 40
+    gh.seed_compare(base, head, files=["shared/retry.py", "services/service-a/x.py"], commits=[
+        {"sha": "8" * 40, "message": "Shared retry (#21)", "files": ["shared/retry.py"]},
+        {"sha": "9" * 40, "message": "a only", "files": ["services/service-a/x.py"]}])
+    plan = {"items": [{"service": s, "evidence": {"commit": head}, "replaces_commit": base}
+                      for s in ("service-a", "service-b", "service-c")]}
+    found = changes.for_plan(config, plan)
+    assert [[c.sha[0] for c in f.commits] for f in found] == [["8", "9"], ["8"], ["8"]]
+    assert len(gh.seen("GET", "/commits/")) == 2  # two commits, asked once each for three services
+    tight = changes.Lookups(limit=1)
+    a = changes.between(config, "service-a", base, head, tight)
+    assert [c.sha[0] for c in a.commits] == ["8"] and a.more == 1  # the budget spent: counted, not shown

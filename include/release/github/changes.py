@@ -21,6 +21,7 @@ from release.github import outbound
 
 MAX_COMMITS = 50      # listed per service; the rest are counted
 MAX_LOOKUPS = 50      # commit lookups per service (their files decide whether a commit touches it)
+MAX_PLAN_LOOKUPS = 200  # commit lookups per promotion, all services together
 GITHUB_FILES_LIMIT = 300  # a comparison lists at most this many files: a full list may be cut short
 _MERGE = re.compile(r"Merge pull request #(\d+)\b")
 _SQUASH = re.compile(r"\(#(\d+)\)\s*$")
@@ -70,8 +71,29 @@ def touches(config, service: str, paths: list[str]) -> bool:
     return bool(paths) and bool(AffectedIndex({service: (s.path, list(s.watch))}).affected(paths))
 
 
-def between(config, service: str, base: str | None, head: str | None) -> ServiceChanges:
+class Lookups:
+    """A plan's commit lookups: each commit's files asked once, whichever services share it, and
+    at most `MAX_PLAN_LOOKUPS` in all, so promoting every service stays a bounded number of calls."""
+
+    def __init__(self, limit: int = 0):
+        self.left = limit or MAX_PLAN_LOOKUPS
+        self.files: dict[str, list[str] | None] = {}
+
+    def of(self, config, sha: str) -> list[str] | None:
+        """The commit's files, or None (GitHub did not say, or the budget is spent)."""
+        if sha not in self.files:
+            if self.left <= 0:
+                return None
+            self.left -= 1
+            detail = outbound.call(config, "GET", f"/commits/{sha}")
+            self.files[sha] = ([f.get("filename", "") for f in detail.get("files") or []]
+                               if isinstance(detail, dict) else None)
+        return self.files[sha]
+
+
+def between(config, service: str, base: str | None, head: str | None, lookups: Lookups | None = None) -> ServiceChanges:
     """The commits touching `service` in base..head (newest last, as GitHub lists them)."""
+    lookups = lookups or Lookups()
     result = ServiceChanges(service, base, head)
     if not head:
         result.unavailable = "the registry records no commit for the version being promoted"
@@ -95,9 +117,11 @@ def between(config, service: str, base: str | None, head: str | None) -> Service
         result.more += len(listed) - MAX_LOOKUPS
         listed = listed[-MAX_LOOKUPS:]  # the newest
     for c in listed:
-        detail = outbound.call(config, "GET", f"/commits/{c['sha']}")
-        changed = [f.get("filename", "") for f in (detail or {}).get("files") or []] if isinstance(detail, dict) else None
-        if changed is not None and not touches(config, service, changed):
+        changed = lookups.of(config, c["sha"])
+        if changed is None:
+            result.more += 1  # not known to touch the service or not: counted, not shown
+            continue
+        if not touches(config, service, changed):
             continue
         message = (c.get("commit") or {}).get("message") or ""
         result.commits.append(Commit(c["sha"], message.splitlines()[0][:120] if message else "", _author(c),
@@ -110,11 +134,11 @@ def between(config, service: str, base: str | None, head: str | None) -> Service
 
 def for_plan(config, plan: dict) -> list[ServiceChanges]:
     """Per promoted service: what changed between what `to_env` runs and what is promoted."""
-    out = []
+    out, lookups = [], Lookups()
     for item in plan["items"]:
         head = (item.get("evidence") or {}).get("commit")
         base = item.get("replaces_commit")
-        out.append(between(config, item["service"], base, head))
+        out.append(between(config, item["service"], base, head, lookups))
     return out
 
 

@@ -37,7 +37,7 @@ from release.gitops.store import GitOpsStore  # noqa: E402
 from release.gitops.registry import Registry  # noqa: E402
 from tests.helpers import make_gitops_repo  # noqa: E402
 
-pytest_plugins = ["sandbox.pytest_plugin"]
+pytest_plugins = ["sandbox.pytest_plugin", "sandbox.github.pytest_plugin"]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -12,10 +12,22 @@ def _config_check(args) -> int:
     from release.domain.config import ConfigError, load_config
 
     try:
-        load_config(args.file)
+        config = load_config(args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.codeowners:
+        from release.github.codeowners import check_file
+
+        try:
+            disagreements, problems = check_file(config, args.codeowners)
+        except OSError as exc:
+            print(f"--codeowners: cannot read {args.codeowners}: {exc.strerror}", file=sys.stderr)
+            return 1
+        for line in [*problems, *(d.describe() for d in disagreements)]:
+            print(line, file=sys.stderr)
+        if disagreements:
+            return 1
     print("OK")
     return 0
 
@@ -141,6 +153,9 @@ def _sandbox(args) -> int:
     cluster = SandboxCluster(scenario, port=args.port, namespaces=namespaces,
                              artifacts_dir=data_dir() / "artifacts", backup_storage_dir=root / "backup-storage")
     cluster.start()
+    from sandbox.github import mode as github_sandbox
+
+    github = github_sandbox.start(config, port=args.github_port)
     # What the clusters already hold (Applications, the scenario's earlier backups), before the
     # kubeconfig tells anyone the sandbox is there.
     seeded = prepare(cluster, config)
@@ -148,13 +163,17 @@ def _sandbox(args) -> int:
     if seeded:
         print(f"Earlier Completed backups (scenario prior_backups): {', '.join(seeded)}")
     print(f"{SANDBOX_LABEL}\nAPI server: {cluster.url}\nkubeconfig: {kubeconfig}\n"
-          f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is\nCtrl-C stops it.", flush=True)
+          f"  export KUBECONFIG={kubeconfig}   # kubectl and the kubernetes client use it as is", flush=True)
+    if github is not None:
+        print(f"GitHub stand-in for {config.github.repository}: {github.url} (what it was sent: {github.url}/_github/state)")
+    print("Ctrl-C stops it.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
+    github_sandbox.stop(github)
     cluster.stop()
     return 0
 
@@ -250,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="the platform config").add_subparsers(dest="action", required=True)
     check = config.add_parser("check", help="validate a platform config; prints OK or every error")
     check.add_argument("file", nargs="?", help="default: $RELEASE_PLATFORM_CONFIG or include/config/platform.yaml")
+    check.add_argument("--codeowners", type=Path, metavar="FILE",
+                       help="also report services whose owners disagree with this CODEOWNERS file (the app repo's)")
     check.set_defaults(func=_config_check)
 
     registry = sub.add_parser("registry", help="the version registry").add_subparsers(dest="action", required=True)
@@ -291,7 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=0, help="default: any free port")
     sandbox.add_argument("--kubeconfig", type=Path, help="where to write its kubeconfig (default .local/sandbox/kubeconfig)")
     sandbox.add_argument("--scenario", type=Path, help="YAML scenario: pod outcomes, Argo CD and Velero behaviour, faults")
+    sandbox.add_argument("--github-port", type=int, default=0, help="port of the GitHub stand-in (default: any free port)")
     sandbox.set_defaults(func=_sandbox)
+
+    from release.cli_github import add_commands as add_github_commands
+
+    add_github_commands(sub)
     return parser
 
 

@@ -53,6 +53,9 @@ def sandbox_environment(config: PlatformConfig, kubeconfig: Path) -> dict[str, s
         for e in config.environments.values()
     }
     env["RELEASE_SANDBOX"] = SANDBOX_LABEL
+    from sandbox.github.mode import sandbox_github_environment
+
+    env.update(sandbox_github_environment(config))  # the GitHub stand-in, when the sandbox started one
     env["AIRFLOW__API__INSTANCE_NAME"] = INSTANCE_NAME
     return env
 

@@ -21,13 +21,48 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
 
 
-def evidence(report: str = "alpine-310.json", smoke: bool = True) -> dict:
+def evidence(report: str = "alpine-310.json", smoke: bool = True, commit: str | None = None) -> dict:
     summary = evaluate_report(json.loads((TRIVY / report).read_text()), ScanPolicy(), date.today()).to_dict()
-    return {"scan": summary, "smoke": {"passed": smoke, "run_id": "pipeline-run"} if smoke else None}
+    return {"scan": summary, "smoke": {"passed": smoke, "run_id": "pipeline-run"} if smoke else None,
+            **({"commit": commit} if commit else {})}
+
+
+def sha(char: str) -> str:
+    """The app-repo commit a test version was built from (the registry's evidence.commit)."""
+    return char * 40
 
 
 def release(config, service: str, version: str, char: str, **kw) -> DeployRequest:
+    kw.setdefault("commit", sha(char))
     return DeployRequest(service, version, f"{config.services[service].image}@{digest(char)}", evidence(**kw))
+
+
+@pytest.fixture
+def gh(github):
+    """The GitHub stand-in, with the process's GitHub clients and any pause after a failure forgotten."""
+    from release.github import outbound
+
+    outbound.reset()
+    yield github
+    outbound.reset()
+
+
+def github_deployment(service: str, env: str, char: str) -> int:
+    """A deployment an earlier deploy-<env> run left on GitHub (successful), as the stand-in keeps it."""
+    from release.domain.config import load_config
+    from release.github import outbound
+
+    config = load_config()
+    made = outbound.call(config, "POST", "/deployments", json={
+        "ref": sha(char), "environment": env, "task": f"deploy:{service}", "required_contexts": [], "auto_merge": False})
+    outbound.call(config, "POST", f"/deployments/{made['id']}/statuses", json={"state": "success", "auto_inactive": False})
+    return made["id"]
+
+
+def github_states(github, env: str) -> dict[tuple[str, str], list[str]]:
+    """(service, commit) -> the states of that deployment's statuses, oldest first."""
+    return {(d["task"].removeprefix("deploy:"), d["ref"]): [s["state"] for s in d["statuses"]]
+            for d in github.deployments(env)}
 
 
 @pytest.fixture
@@ -118,8 +153,13 @@ def promote(params: dict, answer: tuple[str, str] | None = None, approval_task: 
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}, response
 
 
-def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sandbox, as_user, deploy_runs):
+def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sandbox, as_user, deploy_runs, gh):
     before = len(world.history())
+    replaced = github_deployment("service-a", "staging", "1")  # staging's 1.0, deployed earlier
+    gh.seed_compare(sha("1"), sha("3"), files=["services/service-a/login.py", "docs/index.md"], commits=[
+        {"sha": "a" * 40, "message": "Merge pull request #12 from octo/login\n\nFix login", "login": "octocat",
+         "files": ["services/service-a/login.py"]},
+        {"sha": "b" * 40, "message": "Docs only", "login": "hubot", "files": ["docs/index.md"]}])
     states, _ = promote({"services": ["service-a"], "from_env": "dev", "to_env": "staging", "reason": "weekly"})
     assert states["hand_over"] == "success", states
     [(deploy_dag, deploy_run)] = deploy_runs
@@ -132,8 +172,17 @@ def test_dev_to_staging_moves_the_exact_digest_in_one_commit(world, config, sand
     synced = sandbox.get("applications", "argocd", "umbrella-staging")["status"]["sync"]["revision"]  # the deploy's commit
     line = f"deployed service-a 1.1 to staging, commit {synced[:12]}"
     assert deploy_result(deploy_dag, deploy_run)[:2] == ("success", line)  # staging's deployment log says it
-    note = f"{line} (deploy-staging run {deploy_run})"
+    changes = "changes: service-a: 1 commit(s), PRs #12 by octocat"  # what was promoted, from GitHub
+    note = f"{line} (deploy-staging run {deploy_run}); {changes}"
     assert last_run("promote") == ("success", note)
+    body = deploy_xcom("promote", dagrun_id("promote"), "validate")["body"]  # the approval request's body
+    assert "- **service-a**: 1 commit(s) by octocat; merged PRs: [#12](https://github.com/example-org/app/pull/12)" in body
+    assert f"  - [`{'a' * 12}`](https://github.com/example-org/app/commit/{'a' * 40}) Merge pull request #12" in body
+    assert "Docs only" not in body  # it does not touch service-a
+    # GitHub's Environments page: staging runs 1.1's commit; the deployment it replaced is inactive.
+    assert github_states(gh, "staging") == {("service-a", sha("1")): ["success", "inactive"],
+                                            ("service-a", sha("3")): ["in_progress", "success"]}
+    assert [d["id"] for d in gh.deployments("staging")][0] == replaced
     run = api_get(f"/api/v2/dags/promote/dagRuns/{dagrun_id('promote')}")  # what the UI and scripts see
     assert (run["state"], run["note"]) == ("success", note)
     entry = world.history(env="staging", service="service-a")[-1]
@@ -320,7 +369,7 @@ def test_gates_refuse(world, config, sandbox, as_user, monkeypatch, tmp_path, ca
 
 
 def test_failed_smoke_in_prod_rolls_back_every_promoted_service_in_one_commit(world, config, sandbox, as_user,
-                                                                             deploy_runs):
+                                                                             deploy_runs, gh):
     """Two services promoted to prod together; their smoke tests fail: deploy-prod puts both back
     in one commit, smoke-tests them again (passing), and the promote run fails with its message."""
     world.record_deployment("prod", [release(config, "service-a", "1.0", "1"), release(config, "service-b", "2.0", "2")],
@@ -348,7 +397,16 @@ def test_failed_smoke_in_prod_rolls_back_every_promoted_service_in_one_commit(wo
     what = ("the smoke test of service-a, service-b in prod failed after promotion of service-a 1.1, service-b 2.1; "
             f"rolled prod back to service-a 1.0, service-b 2.0 (commit {head(world.store.url)[:12]})")
     assert (state, deploy_note) == ("failed", what)
-    assert last_run("promote") == ("failed", f"{what} (deploy-prod run {deploy_run})")
+    # prod's comparisons were never seeded: the approver is told the list is unavailable, and the note says so.
+    assert last_run("promote") == ("failed", f"{what} (deploy-prod run {deploy_run}); "
+                                             "changes: service-a: changes unavailable; service-b: changes unavailable")
+    # GitHub: the promoted versions' deployments failed; the automatic rollback's deployments of the
+    # versions put back succeeded (nothing was on GitHub for prod before, so nothing turned inactive).
+    assert github_states(gh, "prod") == {("service-a", sha("3")): ["in_progress", "failure"],
+                                         ("service-b", sha("5")): ["in_progress", "failure"],
+                                         ("service-a", sha("1")): ["in_progress", "success"],
+                                         ("service-b", sha("2")): ["in_progress", "success"]}
+    assert all(d["production_environment"] for d in gh.deployments("prod"))
     assert_pods_meet_restricted(sandbox, {"verify-signatures", "smoke-prod"})
 
 

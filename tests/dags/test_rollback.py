@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from release.gitops.registry import ensure_local_repo
-from release.gitops.registry import Registry
-from tests.dags.test_promote import (as_user, hitl_open, last_run, mark_success_by_hand, outcome_of,  # noqa: F401 - shared fixtures
-                                    override_config, release, wait_for_state)
+from release.gitops.registry import Registry, ensure_local_repo
+from tests.dags.test_promote import (as_user, gh, github_deployment, github_states, hitl_open, last_run,  # noqa: F401 - shared fixtures
+                                    mark_success_by_hand, outcome_of, override_config, release, sha, wait_for_state)
 from tests.dags.conftest import deploy_result
 from tests.helpers import answer_approval
 
@@ -36,7 +35,8 @@ def rollback(params: dict) -> dict:
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-def test_rollback_to_the_previous_version(staging, as_user, sandbox, deploy_runs):  # noqa: F811
+def test_rollback_to_the_previous_version(staging, as_user, sandbox, deploy_runs, gh):  # noqa: F811
+    github_deployment("service-a", "staging", "3")  # 1.2, what staging runs, as GitHub shows it
     states = rollback({})
     assert states["hand_over"] == "success", states
     [(deploy_dag, deploy_run)] = deploy_runs
@@ -51,6 +51,10 @@ def test_rollback_to_the_previous_version(staging, as_user, sandbox, deploy_runs
     assert last_run("rollback") == ("success", "rolled service-a in staging back from 1.2 to 1.1, "
                                                f"commit {app['status']['sync']['revision'][:12]}; smoke test passed "
                                                f"(deploy-staging run {deploy_run})")
+    # GitHub's Environments page: staging runs 1.1's commit again; 1.2's deployment is inactive.
+    assert github_states(gh, "staging") == {("service-a", sha("3")): ["success", "inactive"],
+                                            ("service-a", sha("2")): ["in_progress", "success"]}
+    assert gh.deployments("staging")[-1]["description"] == "service-a 1.1 (rollback by alice)"
 
 
 def test_rollback_to_an_explicit_older_version(staging, as_user):  # noqa: F811

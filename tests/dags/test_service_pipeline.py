@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.helpers import assert_pods_meet_restricted, digest, request_for
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+EARLIER = "1" * 40  # the app-repo commit of the version dev ran before
 NEW_DIGEST = digest("9")
 ARTIFACT = "{label:release-platform/service}/{label:release-platform/commit}/"
 
@@ -46,7 +48,7 @@ def scenario(report: str = "alpine-310.json", smoke_exit: int = 0, argo: dict | 
 def world(airflow_db, data_dir, config, sandbox):
     """A GitOps repo where dev runs service-a 1.0.0, and the Argo CD Application for dev."""
     ensure_local_repo(config)
-    Registry.from_config(config).record_deployment("dev", [request_for(config, "service-a", "1.0.0", "1")],
+    Registry.from_config(config).record_deployment("dev", [request_for(config, "service-a", "1.0.0", "1", commit=EARLIER)],
                                                    by="alice", run_id="earlier")
     sandbox.artifacts_dir = data_dir / "artifacts"
     sandbox.call(sandbox.store.create, sandbox.resource("applications"), "argocd", {
@@ -65,8 +67,21 @@ def run(params: dict):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
-def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, deploy_runs):
+@pytest.fixture
+def gh(github):
+    """The GitHub stand-in, with the process's GitHub clients and any pause after a failure forgotten."""
+    from release.github import outbound
+
+    outbound.reset()
+    yield github
+    outbound.reset()
+
+
+def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, deploy_runs, gh):
     sandbox.scenario = scenario()
+    # GitHub fails while dev is deployed: a 502 for the deployment, a rate limit for its first status.
+    gh.fail(502, count=1, method="POST", path=r"/repos/example-org/app/deployments")
+    gh.rate_limit(count=1, retry_after=1, method="POST", path=r"/repos/example-org/app/deployments/\d+/statuses")
     dagrun, states = run({})
     assert dagrun.state == "success", states
     # the pipeline handed the digest over to deploy-dev, which made the change: one run, linked
@@ -95,6 +110,28 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, de
     assert smoke["passed"] is True and smoke["expect_status"] == config.services["service-a"].smoke.expect_status
     assert [(c["url"], c["status"]) for c in smoke["checks"]] == [
         (f"http://service-a.apps-dev.svc.cluster.local:8080{path}", 200) for path in ("/healthz", "/ready")]
+    # GitHub shows each stage on the commit: pending while it ran, then passed, linked to its task.
+    shown: dict[str, list] = {}
+    for status in gh.statuses(COMMIT):
+        shown.setdefault(status["context"], []).append(status)
+    stages = ("verify", "build", "scan-gate", "chart-validation", "deploy-dev", "smoke")
+    assert sorted(shown) == sorted(f"release/service-a/{s}" for s in stages), sorted(shown)
+    for stage in stages:
+        seen = shown[f"release/service-a/{stage}"]
+        assert seen[0]["state"] == "pending" and seen[-1]["state"] == "success", (stage, seen)
+    assert f"/dags/service-a-pipeline/runs/{quote(dagrun.run_id)}/tasks/scan_gate?" in shown["release/service-a/scan-gate"][-1]["target_url"]
+    assert f"/dags/deploy-dev/runs/{quote(deploy_run)}/tasks/smoke/mapped/0?" in shown["release/service-a/smoke"][-1]["target_url"]
+    assert shown["release/service-a/deploy-dev"][-1]["description"].startswith(line)
+    assert shown["release/service-a/scan-gate"][-1]["description"].startswith("passed at threshold HIGH; counts CRITICAL=0")
+    # The Environments page: dev runs this commit, deployed despite GitHub's 502 and rate limit (tried again).
+    (deployment,) = gh.deployments("dev")
+    assert (deployment["ref"], deployment["task"], deployment["payload"]["version"]) == (COMMIT, "deploy:service-a", "1.1.0")
+    assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "success"]
+    assert deployment["statuses"][-1]["log_url"].endswith(f"/dags/deploy-dev/runs/{quote(deploy_run)}")
+    assert {r.status for r in gh.seen("POST", "/deployments")} >= {502, 403, 201}
+    # The scan's findings in code scanning, for the commit and tag built.
+    (upload,) = gh.sarifs()
+    assert (upload["commit_sha"], upload["ref"], upload["tool_names"]) == (COMMIT, "refs/tags/v1.1.0", ["Trivy"])
 
 
 def test_pods_the_cluster_received_are_hardened(world, sandbox):
@@ -159,7 +196,7 @@ def test_a_registry_broken_by_a_hand_edit_stops_the_deploy_naming_file_and_line(
     assert git.Repo(world.store.url.removeprefix("file://")).commit("main").hexsha == broken  # nothing written
 
 
-def test_blocking_scan_stops_at_the_gate(world, sandbox):
+def test_blocking_scan_stops_at_the_gate(world, sandbox, gh):
     sandbox.scenario = scenario(report="alpine-39.json")  # 2 CRITICAL
     before = world.snapshot()
     dagrun, states = run({})
@@ -171,9 +208,15 @@ def test_blocking_scan_stops_at_the_gate(world, sandbox):
     assert "sign" not in steps and "smoke-dev" not in steps
     state, note = last_run("service-a-pipeline")
     assert state == "failed" and note.startswith(f"refused: scan-gate: service-a {COMMIT[:12]} is blocked: "), note
+    # On the commit: the gate failed saying why; nothing was deployed, so no deploy status or deployment.
+    latest = {s["context"]: s for s in gh.statuses(COMMIT)}
+    assert latest["release/service-a/scan-gate"]["state"] == "failure"
+    assert latest["release/service-a/scan-gate"]["description"].startswith("refused: scan-gate: service-a")
+    assert latest["release/service-a/verify"]["state"] == "success" and "release/service-a/deploy-dev" not in latest
+    assert gh.deployments() == []
 
 
-def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd, deploy_runs):
+def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capfd, deploy_runs, gh):
     sandbox.scenario = scenario(smoke_exit=22)
     dagrun, states = run({})
     assert dagrun.state == "failed" and states["hand_over"] == "failed"
@@ -189,9 +232,17 @@ def test_failed_smoke_test_rolls_dev_back_and_fails(world, sandbox, config, capf
     assert note.endswith("the smoke test of service-a after the rollback failed too"), note
     state, note = last_run("service-a-pipeline")
     assert state == "failed" and note.startswith(what) and note.endswith(f"(deploy-dev run {deploy_run})"), note
+    # On the commit: the smoke test and the deploy to dev failed, saying what happened.
+    latest = {s["context"]: s for s in gh.statuses(COMMIT)}
+    assert (latest["release/service-a/smoke"]["state"], latest["release/service-a/deploy-dev"]["state"]) == ("failure", "failure")
+    assert latest["release/service-a/deploy-dev"]["description"].startswith("the smoke test of service-a in dev failed")
+    # Environments: 1.1.0 failed; the automatic rollback deployed 1.0.0's commit again, and its smoke test failed too.
+    assert {(d["ref"], d["payload"]["version"]): [s["state"] for s in d["statuses"]] for d in gh.deployments("dev")} == {
+        (COMMIT, "1.1.0"): ["in_progress", "failure"], (EARLIER, "1.0.0"): ["in_progress", "failure"]}
+    assert gh.deployments("dev")[-1]["statuses"][-1]["description"] == "automatic rollback: the smoke test of service-a failed"
 
 
-def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs):
+def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs, gh):
     sandbox.scenario = scenario()
     before = world.snapshot()
     dagrun, states = run({"pr": 42, "ref": "refs/pull/42/head"})
@@ -204,6 +255,15 @@ def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs):
     assert dagrun.state == "success" and last_run("service-a-pipeline") == (
         "success", f"PR mode (PR #42): service-a at {COMMIT[:12]} built, scanned and its chart validated; "
                    "nothing signed, deployed or recorded, by design")
+    # The PR's one report comment: service-a's stages, the scan gate's verdict, the chart validation, the run.
+    (comment,) = gh.comments(42)
+    body = comment["body"]
+    assert f"#### service-a at `{COMMIT[:12]}`: [run {dagrun.run_id}](" in body
+    assert "| scan gate | ✅ success |" in body and "**Scan gate**: passed; counts: MEDIUM 4" in body
+    assert "**Chart validation**: renders, lints and validates for dev, staging, prod" in body
+    assert gh.deployments() == [] and [u["ref"] for u in gh.sarifs()] == ["refs/pull/42/head"]
+    # Written once, by whichever of the scan gate and the chart validation ended last, complete.
+    assert [r.method for r in gh.seen(path_contains="/issues/") if r.method != "GET"] == ["POST"]
 
 
 @pytest.mark.parametrize("params,message", [
@@ -222,10 +282,14 @@ def test_bad_params_fail_at_the_first_task_naming_the_param(world, sandbox, capf
     assert state == "failed" and note.startswith("refused: " + message), note
 
 
-def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox):
-    """The scenario `make run` gives its sandbox lets a newcomer's first run reach dev."""
+def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config, sandbox, gh):
+    """The scenario `make run` gives its sandbox lets a newcomer's first run reach dev, even with
+    GitHub down all along (it answers every request with a 503)."""
     from release.domain.config import INCLUDE_DIR
+    from release.github import outbound
     from sandbox import Scenario
+
+    gh.fail(503, count=10_000)
 
     ensure_local_repo(config)
     sandbox.artifacts_dir = data_dir / "artifacts"
@@ -234,3 +298,6 @@ def test_make_run_scenario_walks_a_whole_run_to_dev(airflow_db, data_dir, config
     dagrun, states = run({})
     assert dagrun.state == "success", states
     assert Registry.from_config(config).state("dev")["service-a"].version == "1.1.0"
+    assert (data_dir / "artifacts" / "service-a" / COMMIT / "trivy.sarif").is_file()  # for code scanning
+    # GitHub was asked once, within its bound, then left alone: no task waited on it again.
+    assert 1 <= len(gh.requests) <= outbound.MAX_ATTEMPTS and {r.status for r in gh.requests} == {503}

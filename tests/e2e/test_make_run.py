@@ -245,11 +245,35 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         row = next(line for line in shown.splitlines() if "service-a" in line)
         assert "1.2.0" in row, shown
 
+        # A signed push to the webhook receiver on Airflow's API server (the README's sandbox
+        # walk-through) starts release-dispatch; a path no service owns keeps it to one quick run.
+        pushed = subprocess.run([sys.executable, "-m", "release", "github", "send-test-push", "--path", "docs/index.md",
+                                 "--url", f"{base}/release/webhooks/github"],
+                                env=run.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert pushed.returncode == 0 and pushed.stdout.startswith("201 triggered"), (pushed.stdout, pushed.stderr)
+        _, dispatched = get(f"{base}/api/v2/dags/release-dispatch/dagRuns", auth)
+        [webhook_run] = [r for r in dispatched["dag_runs"] if r["dag_run_id"].startswith("github__")]
+        assert webhook_run["conf"]["changed_paths"] == ["docs/index.md"], webhook_run
+        shown = subprocess.run([sys.executable, "-m", "release", "github", "state"], env=run.env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and "example-org/app (GitHub stand-in http://127.0.0.1:" in shown.stdout, shown
+        # What GitHub shows of the pipeline run above: its stages on the commit, dev's deployment, the SARIF.
+        shown = subprocess.run([sys.executable, "-m", "release", "github", "state", "--format", "json"], env=run.env,
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        app = json.loads(shown.stdout)["example-org/app"]
+        latest = {s["context"]: s["state"] for s in app["statuses"] if s["sha"] == COMMIT}
+        assert latest == {f"release/service-a/{stage}": "success" for stage in (
+            "verify", "build", "scan-gate", "chart-validation", "deploy-dev", "smoke")}, latest
+        dev = [d for d in app["deployments"] if d["environment"] == "dev" and d["ref"] == COMMIT]
+        assert [s["state"] for s in dev[-1]["statuses"]] == ["in_progress", "success"], app["deployments"]
+        assert [u["ref"] for u in app["sarifs"] if u["commit_sha"] == COMMIT] == ["refs/tags/v1.2.0"], app["sarifs"]
+
         # No secret on the console or in a task log of that run: not the users' generated
         # passwords (the console names their file), the API token, nor the cluster's token.
         passwords = json.loads((run.home / "simple_auth_manager_passwords.json.generated").read_text())
         secrets = {f"{user}'s password": password for user, password in passwords.items()}
-        secrets |= {"API token": auth, "cluster token": yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]}
+        secrets |= {"API token": auth, "cluster token": yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"],
+                    "webhook secret": json.loads((run.data / "sandbox" / "github.json").read_text())["webhook_secret"]}
         found = secret_leaks(secrets, "the console", run.log_path.read_text())
         task_logs = [p for p in (run.home / "logs").rglob("*") if p.is_file()]
         assert any("service-a-pipeline" in str(p) for p in task_logs), task_logs

@@ -407,6 +407,44 @@ class Notifications(Strict):
         return value
 
 
+# GitHub's own rules: an owner is up to 39 letters, digits or single hyphens; a repository name
+# up to 100 letters, digits, '.', '_' or '-' (and not "." or "..").
+GITHUB_REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}/(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
+
+
+class GitHub(Strict):
+    """The application monorepo on GitHub: webhooks in, statuses, comments, SARIF and deployments out.
+    GitHub mirrors what the platform does; it is never the source of truth. Absent: GitHub is off."""
+
+    repository: str = Field(description="owner/name of the application monorepo on GitHub")
+    conn_id: str = Field("github_default", description="Airflow `github` connection (token or GitHub App; "
+                                                        "host = API URL of a GitHub Enterprise server)")
+    webhook_secret_conn_id: str = Field("github_webhook", description="Airflow connection whose password is the webhook secret")
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not GITHUB_REPOSITORY.fullmatch(value):
+            raise ValueError(f"{value!r} is not a GitHub repository: owner/name (owner: letters, digits, single '-', "
+                             "at most 39; name: letters, digits, '.', '_', '-', at most 100)")
+        return value
+
+    @field_validator("conn_id", "webhook_secret_conn_id")
+    @classmethod
+    def _conn_id(cls, value: str) -> str:
+        if not CONN_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '_', '.', '-')")
+        return value
+
+    @property
+    def owner(self) -> str:
+        return self.repository.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.repository.split("/", 1)[1]
+
+
 class PlatformConfig(Strict):
     services: dict[DnsLabel, Service] = Field(min_length=1)
     environments: dict[DnsLabel, Environment] = Field(min_length=1, description="in promotion order")
@@ -415,6 +453,7 @@ class PlatformConfig(Strict):
     pipelines: Pipelines = Field(default_factory=Pipelines)
     nightly: Nightly = Field(default_factory=Nightly)
     notifications: Notifications = Field(default_factory=Notifications)
+    github: GitHub | None = Field(None, description="the app monorepo on GitHub; absent: GitHub integration off")
 
     @model_validator(mode="after")
     def _references(self) -> PlatformConfig:

@@ -130,7 +130,8 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
             item = {"version": current.version, "image": current.image, "evidence": current.evidence}
         target = state.current(to_env).get(name)
         items.append({"service": name, **item, "replaces": target.version if target else None,
-                      "replaces_image": target.image if target else None})
+                      "replaces_image": target.image if target else None,
+                      "replaces_commit": (target.evidence or {}).get("commit") if target else None})
     return {
         "kind": "promotion", "from_env": from_env, "to_env": to_env, "requester": requester, "reason": reason,
         "items": items, "services": names,

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from release.domain.change_set import ChangeRefused, ChangeSet, check_against_config, check_against_registry, needs_approval, parse_change_set
 from release.domain.config import PlatformConfig, load_config
 from release.domain.plans import pipeline_requester
+from release.flows import github_deployments
 
 
 def smoke_targets(config: PlatformConfig, env: str, services: list[str], label: str) -> list[dict]:
@@ -133,6 +134,7 @@ def task_apply(env: str):
             outcome.fail_task(f"nothing was written to {env}: {exc}")
         outcome.record(context["ti"], f"committed {change.describe()} to {env}, commit {applied['gitops_commit'][:12]}; "
                                       "rolling out")
+        github_deployments.started(context, config, registry, env, change, applied)
         return applied
     return apply
 
@@ -279,6 +281,7 @@ def task_undo(env: str, strategy: str):
             reason=f"automatic rollback: {what}", outcome="failed")
         print(f"{what}; rollback commit {result.sha} restores {', '.join(to_restore)}; "
               f"{start_rollout(load_config(), env, result.sha)}")
+        github_deployments.undo_started(context, load_config(), Registry.from_config(load_config()), env, to_restore, result.sha)
         return {"gitops_commit": result.sha, "what": what, "restored": to_restore, "first_time": first_time}
     return undo
 
@@ -400,7 +403,8 @@ def build_deploy_dag(config: PlatformConfig, env: str):
         rollout_undo = converge("converge_undo", "undo")
         undo_targets = PythonOperator(task_id="smoke_undo_targets", python_callable=task_smoke_targets(env, "undo"))
         smoke_undo = smoke("smoke_after_undo", undo_targets)
-        report = PythonOperator(task_id="report", python_callable=task_report(env, strategy), trigger_rule="all_done")
+        report = PythonOperator(task_id="report", trigger_rule="all_done",
+                                python_callable=github_deployments.reporting(task_report(env, strategy), env, strategy, failed_step))
 
         apply >> rollout >> targets >> smoke_pods >> record >> report
         [apply, rollout, smoke_pods] >> undo >> rollout_undo >> undo_targets >> smoke_undo >> report

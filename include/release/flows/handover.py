@@ -36,12 +36,14 @@ class HandOver(TriggerDagRunOperator):
 
     ui_color = "#e0ecff"
 
-    def __init__(self, *, change_set: Callable[[dict], dict], **kwargs: Any):
+    def __init__(self, *, change_set: Callable[[dict], dict], also: Callable[[dict], str | None] | None = None,
+                 **kwargs: Any):
         kwargs.setdefault("task_id", "hand_over")
         # trigger_dag_id is set in execute, from the change set's env ("deploy-<env>").
         super().__init__(trigger_dag_id="deploy-", wait_for_completion=True, deferrable=True, poke_interval=1,
                          allowed_states=["success"], failed_states=["failed"], **kwargs)
         self.change_set = change_set
+        self.also = also  # more for the message (context -> one line, or None): promote's changes
 
     def execute(self, context):
         from airflow.providers.standard.triggers.external_task import DagStateTrigger
@@ -88,6 +90,9 @@ class HandOver(TriggerDagRunOperator):
         ti = context["ti"]
         said = ti.xcom_pull(task_ids=REPORT_TASK, key=outcome.KEY, dag_id=dag_id, run_id=run_id, map_indexes=-1)
         message = f"{said or f'{dag_id} run {state}'} ({dag_id} run {run_id})"
+        extra = self.also(context) if self.also else None
+        if extra:
+            message = f"{message}; {extra}"
         if state != "success":
             outcome.fail(ti, message)
         outcome.record(ti, message)

@@ -26,9 +26,16 @@ from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_se
 
 
 def _plan_with_description(params, config, state, requester) -> dict:
+    from release.github.changes import describe_changes
+
     plan = plan_promotion(params, config, state, requester)
     plan["subject"], plan["body"] = describe(plan)
-    return plan
+    return describe_changes(config, plan)  # the commits and PRs being approved, where GitHub is on
+
+
+def _changes_line(context) -> str | None:
+    """What the run's note adds to the deploy's message: the commits and PRs promoted."""
+    return (context["ti"].xcom_pull(task_ids="validate") or {}).get("changes")
 
 
 VERIFY_ARGS = "verify_args"  # the XCom of validate that verify_signatures runs with
@@ -153,7 +160,8 @@ def build_promote_dag(config: PlatformConfig):
         verify.arguments = validate.output[VERIFY_ARGS]
         needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
         no_approval = EmptyOperator(task_id="no_approval")
-        hand_over = HandOver(change_set=change_set("promotion"), trigger_rule="none_failed_min_one_success")
+        hand_over = HandOver(change_set=change_set("promotion"), trigger_rule="none_failed_min_one_success",
+                             also=_changes_line)
 
         validate >> [smoke_gate, scan_gate, freeze_gate, verify]
         freeze_gate >> wait_freeze

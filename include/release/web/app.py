@@ -17,4 +17,7 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    from release.web.github_webhooks import router as github_webhooks
+
+    app.include_router(github_webhooks, prefix="/webhooks/github", tags=["GitHub"])
     return app

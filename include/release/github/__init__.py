@@ -1,0 +1,1 @@
+"""GitHub integration: the client (client.py) every call goes through, and the webhook receiver."""

@@ -17,7 +17,7 @@ they run, so parsing a DAG file stays cheap.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from release.config import PlatformConfig
@@ -48,7 +48,21 @@ def validate_params(params: dict) -> dict:
     if not VERSION_RE.fullmatch(version):
         raise ParamError(f"ref: the tag {tag[:80]!r} gives no version the registry can record; allowed: refs/tags/<version> "
                          "or refs/tags/v<version>, a version of letters, digits, '.', '_', '+', '-' (at most 128 characters)")
-    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None}
+    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None,
+            "commit_time": _commit_time(params.get("commit_time"))}
+
+
+def _commit_time(value) -> str | None:
+    """The commit's time (the change lead time of DORA starts there), as UTC ISO-8601; None if not given."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ParamError(f"commit_time: {str(value)[:80]!r} is not an ISO-8601 time with a zone, e.g. 2026-11-26T10:00:00Z")
+    return parsed.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def scan_policy_for(config: PlatformConfig, service: str, env: str):
@@ -189,6 +203,8 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
             "ref": Param("refs/heads/main", type="string", description="refs/heads/<branch>, refs/tags/<tag> or refs/pull/<n>/head"),
             "pr": Param(None, type=["null", "integer"], description="pull request number: set for PR mode"),
             "changed_paths": Param([], type="array", description="informational"),
+            "commit_time": Param(None, type=["null", "string"],
+                                 description="when the commit was made (ISO-8601 with zone): DORA's change lead time starts there"),
         },
         render_template_as_native_obj=False,
     ) as dag:

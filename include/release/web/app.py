@@ -11,10 +11,15 @@ from fastapi import FastAPI
 
 
 def create_app() -> FastAPI:
+    from release.web import metrics, releases
+
     app = FastAPI(
         title="Release platform",
         description="Webhooks in, release state and metrics out.",
         docs_url=None,
         redoc_url=None,
     )
+    # The Releases view (pages under /ui/, JSON under /api/) and Prometheus metrics (/metrics).
+    app.include_router(releases.router)
+    app.include_router(metrics.router)
     return app

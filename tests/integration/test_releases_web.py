@@ -165,3 +165,19 @@ def test_a_new_commit_is_read_once_and_a_page_view_reads_nothing(client, registr
     assert second.commit != first.commit
     assert second.parsed_entries == 1  # only the new history entry was parsed
     assert cache.load() is second  # the same commit: nothing read again
+
+
+def test_the_command_line_gives_the_same_dora_figures(registry, capsys):
+    from release.cli import main
+
+    assert main(["metrics", "dora", "--env", "prod", "--days", "7", "--format", "json"]) == 0
+    import json
+
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["deployments"], figures["failed_deployments"], figures["rollbacks"]) == (2, 1, 1)
+    assert figures["change_fail_rate"] == 0.5 and figures["lead_time_known"] == 2
+    assert main(["metrics", "dora", "--env", "prod", "--days", "30", "--service", "service-a"]) == 0
+    table = capsys.readouterr().out
+    assert "change fail rate" in table and "50% (1 of 2 rolled back)" in table and "16 h 30 min" in table
+    assert main(["metrics", "dora", "--env", "qa"]) == 2
+    assert "--env: unknown environment 'qa'; allowed: dev, staging, prod" in capsys.readouterr().err

@@ -12,11 +12,9 @@ from release.gitops import ensure_local_repo
 from release.registry import Registry
 from tests.helpers import request_for
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
-
-
 def ago(**kw) -> str:
-    return (NOW - timedelta(**kw)).isoformat().replace("+00:00", "Z")
+    """A time this long before now (a commit time: the deployment recorded right after is that much later)."""
+    return (datetime.now(timezone.utc).replace(microsecond=0) - timedelta(**kw)).isoformat().replace("+00:00", "Z")
 
 
 @pytest.fixture(scope="module")

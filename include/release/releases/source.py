@@ -11,6 +11,7 @@ entries, not the whole file. The first load parses everything, strictly, as `reg
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -79,6 +80,68 @@ class HistoryParser:
         return entries, parsed
 
 
+_ENVIRONMENTS = "\nenvironments:\n"
+_ENV_SPLIT = re.compile(r"\n(?=  [^ ])")
+_SERVICE_SPLIT = re.compile(r"\n(?=    [^ ])")
+
+
+def split_versions(text: str) -> list[tuple[str, list[str]]] | None:
+    """versions.yaml as it is written: per environment, one block per service; None when the
+    text is laid out otherwise."""
+    at = text.find(_ENVIRONMENTS)
+    if at < 0:
+        return None
+    out = []
+    for part in _ENV_SPLIT.split(text[at + len(_ENVIRONMENTS):].rstrip("\n")):
+        head, _, rest = part.partition("\n")
+        name = head.strip()
+        if not head.startswith("  ") or head.startswith("   ") or not name.endswith(":") and not name.endswith(": {}"):
+            return None
+        if name.endswith(": {}"):
+            if rest:
+                return None
+            out.append((name[:-4], []))
+        else:
+            out.append((name[:-1], _SERVICE_SPLIT.split(rest) if rest else []))
+    return out
+
+
+class VersionsParser:
+    """What runs where, by the exact text of each service's block: unchanged blocks are not parsed again."""
+
+    def __init__(self):
+        self._known: dict[tuple[str, str], tuple[str, Deployment]] = {}
+
+    def parse(self, text: str | None) -> dict[str, dict[str, Deployment]]:
+        envs = split_versions(text or "")
+        if envs is None or not self._known:
+            versions = registry_file.load(VERSIONS_FILE, text, registry_file.VersionsFile)  # strict: names a broken line
+            state = {env: {svc: Deployment(service=svc, **fields) for svc, fields in (services or {}).items()}
+                     for env, services in (versions.get("environments") or {}).items()}
+            if envs is not None and [(e, len(b)) for e, b in envs] == [(e, len(s)) for e, s in state.items()]:
+                self._known = {(env, block): (svc, d) for (env, blocks), (_, services) in zip(envs, state.items())
+                               for block, (svc, d) in zip(blocks, services.items())}
+            return state
+        known, state = {}, {}
+        for env, blocks in envs:
+            services = state.setdefault(env, {})
+            for block in blocks:
+                hit = self._known.get((env, block))
+                if hit is None:
+                    try:
+                        data = registry_file.load(VERSIONS_FILE, f"environments:\n  {env}:\n{block}\n",
+                                                  registry_file.VersionsFile)
+                        ((svc, fields),) = data["environments"][env].items()
+                        hit = (svc, Deployment(service=svc, **fields))
+                    except Exception:  # noqa: BLE001 - the strict whole-file parse says what and where
+                        self._known = {}
+                        return self.parse(text)
+                known[(env, block)] = hit
+                services[hit[0]] = hit[1]
+        self._known = known
+        return state
+
+
 class ReleasesCache:
     """One ReleaseView per GitOps commit, kept until the branch moves on."""
 
@@ -92,6 +155,10 @@ class ReleasesCache:
         self._head: str | None = None
         self._loaded: Loaded | None = None
         self._history = HistoryParser()
+        self._versions = VersionsParser()
+        # A repository on this machine (the default) is read where it is; a remote one through a mirror.
+        local = store.url.removeprefix("file://") if store.url.startswith("file://") else None
+        self._git_dir = Path(local) if local else mirror
 
     def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, **self.store._env()}
@@ -112,6 +179,8 @@ class ReleasesCache:
         return self._head
 
     def _fetch(self, commit: str) -> None:
+        if self._git_dir != self.mirror:
+            return
         if not (self.mirror / "HEAD").exists():
             self.mirror.mkdir(parents=True, exist_ok=True)
             self._git("init", "--quiet", "--bare", str(self.mirror))
@@ -120,7 +189,7 @@ class ReleasesCache:
                       f"+refs/heads/{self.store.branch}:refs/heads/{self.store.branch}")
 
     def _read(self, commit: str, path: str) -> str | None:
-        done = self._git("--git-dir", str(self.mirror), "cat-file", "blob", f"{commit}:{path}", check=False)
+        done = self._git("--git-dir", str(self._git_dir), "cat-file", "blob", f"{commit}:{path}", check=False)
         return done.stdout.decode("utf-8") if done.returncode == 0 else None
 
     def load(self, commit: str | None = None) -> Loaded:
@@ -131,10 +200,8 @@ class ReleasesCache:
                 return self._loaded
             t0 = time.perf_counter()
             self._fetch(commit)
-            versions = registry_file.load(VERSIONS_FILE, self._read(commit, VERSIONS_FILE), registry_file.VersionsFile)
+            envs = self._versions.parse(self._read(commit, VERSIONS_FILE))
             entries, parsed = self._history.parse(self._read(commit, HISTORY_FILE))
-            envs = {env: {svc: Deployment(service=svc, **fields) for svc, fields in (services or {}).items()}
-                    for env, services in (versions.get("environments") or {}).items()}
             view = ReleaseView(self.config, RegistryState(envs, entries), commit)
             self._loaded = Loaded(commit, view, time.perf_counter() - t0, parsed)
             return self._loaded

@@ -109,11 +109,13 @@ class ReleaseView:
         self.row_index = {r.service: r for r in self.rows}
 
     def _behind(self, prev_env: str, service: str, version: str, prev_version: str) -> int | None:
-        """How many versions `version` is behind `prev_version` in the order prev_env got them."""
-        seen = self._order.get((prev_env, service), {})
-        if version not in seen or prev_version not in seen:
-            return None
-        return max(0, seen[prev_version] - seen[version])
+        """How many versions `version` is behind `prev_version`: in the order prev_env got them, or,
+        where prev_env never ran `version`, in the order the first environment got them."""
+        for env in (prev_env, self.envs[0]):
+            seen = self._order.get((env, service), {})
+            if version in seen and prev_version in seen:
+                return max(0, seen[prev_version] - seen[version])
+        return None
 
     def _row(self, service: str) -> Row:
         svc = self.config.services.get(service)

@@ -8,7 +8,6 @@ JSON and metrics answer 401 without either; a page sends the browser to Airflow'
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse
@@ -28,10 +27,8 @@ async def page_user(request: Request, bearer: HTTPAuthorizationCredentials | Non
             raise
     from airflow.api_fastapi.app import get_auth_manager
 
-    login = get_auth_manager().get_url_login()
-    sep = "&" if "?" in login else "?"
     here = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"{login}{sep}next={quote(here, safe='')}", status_code=303)
+    return RedirectResponse(get_auth_manager().get_url_login(next_url=here), status_code=303)
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]

@@ -48,15 +48,13 @@ def log_in(driver, base: str, username: str, password: str) -> None:
 
 
 def releases_walkthrough(driver, base: str, service: str, expect: dict[str, str], out: Path) -> dict:
-    """Open Releases in the UI's navigation, find `service` with the versions `expect` names per
+    """Open Releases (the UI's page for the navigation entry), find `service` with the versions `expect` names per
     environment in the matrix, open its service page; screenshots of both under `out`."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
     out.mkdir(parents=True, exist_ok=True)
-    driver.get(f"{base}/")
-    # The UI lists the plugin's external view in its navigation; it frames /release/ui/ at /plugin/releases.
-    wait_for(driver, lambda d: "Releases" in d.page_source or d.find_elements(By.CSS_SELECTOR, "a[href$='plugin/releases']"))
+    # The plugin's external view (in the UI's navigation) frames /release/ui/ at /plugin/releases.
     driver.get(f"{base}/plugin/releases")
     frame = wait_for(driver, ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[src*='/release/ui/']")))
     driver.switch_to.frame(frame)

@@ -281,6 +281,10 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         status, metrics = call_text(f"{base}/release/metrics", auth)
         assert status == 200 and 'release_deployments_total{action="deploy",env="staging",outcome="deployed",' \
                                   'service="service-a"} 1.0' in metrics, metrics[:2000]
+        _, plugins = get(f"{base}/api/v2/plugins", auth)
+        views = [v for p in plugins["plugins"] for v in p.get("external_views", [])]
+        assert {"name": "Releases", "href": "/release/ui/", "url_route": "releases", "destination": "nav"}.items() <= \
+            next(v for v in views if v["name"] == "Releases").items(), views
         from tests.e2e.browser import chromium, log_in, releases_walkthrough
 
         shots = tmp_path / "screenshots"

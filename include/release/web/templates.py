@@ -65,13 +65,13 @@ _SERVICE = """{% extends "base.html" %}{% block title %}: {{ s.row.service }}{% 
 <td>{% if c %}<span class="v">{{ c.version }}</span> <code>{{ c.digest }}</code><div class="muted">{{ age(c.deployed_at, now) }} ago by {{ c.deployed_by }}</div>{% else %}&ndash;{% endif %}</td>{% endfor %}</tr></table>
 <h3>Timeline</h3>{{ timeline }}
 <h3>History</h3>
-<table id="history"><thead><tr><th>#</th><th>at</th><th>env</th><th>what</th><th>outcome</th><th>requester</th><th>approver</th><th>reason</th><th>GitOps commit / run</th></tr></thead><tbody>
+<table id="history"><thead><tr><th>#</th><th>at</th><th>env</th><th>what</th><th>outcome</th><th>requester</th><th>approver</th><th>reason</th><th>run</th></tr></thead><tbody>
 {% for e in s.entries %}<tr><td>{{ e.id }}</td><td>{{ e.at }}</td><td>{{ e.env }}</td>
 <td>{{ 'automatic rollback' if e.action == 'rollback' and e.reason.startswith('automatic rollback') else 'rollback' if e.action == 'rollback' else ('promotion' if e.evidence.get('promoted_from') else 'deployment') }}
 {{ e.previous_version or '(none)' }} &rarr; <b>{{ e.version }}</b></td>
 <td><span class="badge {{ {'deployed':'ok','failed':'bad','rolled_back':'warn'}.get(e.outcome,'none') }}">{{ e.outcome }}</span></td>
 <td>{{ e.by }}</td><td>{{ e.approved_by or '' }}</td><td>{{ e.reason }}</td>
-<td>{% set dr = e.evidence.get('deploy_run') if e.action == 'deploy' else None %}{% if dr and '/' in dr %}<a target="_top" href="{{ ui }}/dags/{{ dr.split('/')[0]|urlencode }}/runs/{{ dr.split('/', 1)[1]|urlencode }}">{{ dr }}</a>{% else %}<span class="muted">run {{ e.run_id }}</span>{% endif %}</td></tr>
+<td>{% set dr = e.evidence.get('deploy_run') if e.action == 'deploy' else None %}{% if dr and '/' in dr %}<a href="{{ ui }}/dags/{{ dr.split('/')[0]|urlencode }}/runs/{{ dr.split('/', 1)[1]|urlencode }}">{{ dr }}</a>{% else %}<span class="muted">run {{ e.run_id }}</span>{% endif %}</td></tr>
 {% endfor %}</tbody></table>
 <h3>Versions and their scan evidence</h3>
 <table><thead><tr><th>version</th><th>commit</th><th>ran in</th><th>pipeline scan</th><th>nightly re-scan</th></tr></thead><tbody>
@@ -86,11 +86,11 @@ _SERVICE = """{% extends "base.html" %}{% block title %}: {{ s.row.service }}{% 
 _PENDING = """{% extends "base.html" %}{% block body %}
 <h2>Pending</h2>{% if p.error %}<p class="badge bad">{{ p.error }}</p>{% endif %}
 <h3>Waiting for approval</h3>{% if p.approvals %}<table><tr><th>what</th><th>run</th><th>approvers</th><th>since</th></tr>
-{% for a in p.approvals %}<tr><td>{{ a.subject }}</td><td><a target="_top" href="{{ ui }}/dags/{{ a.dag_id|urlencode }}/runs/{{ a.run_id|urlencode }}">{{ a.dag_id }} {{ a.run_id }}</a></td>
+{% for a in p.approvals %}<tr><td>{{ a.subject }}</td><td><a href="{{ ui }}/dags/{{ a.dag_id|urlencode }}/runs/{{ a.run_id|urlencode }}">{{ a.dag_id }} {{ a.run_id }}</a></td>
 <td>{{ a.assigned_users|join(", ") }}</td><td>{{ a.created_at }}</td></tr>{% endfor %}</table>
-<p><a target="_top" href="{{ ui }}/required_actions?response_received=false">Answer them in Required Actions</a></p>{% else %}<p class="muted">none</p>{% endif %}
+<p><a href="{{ ui }}/required_actions?response_received=false">Answer them in Required Actions</a></p>{% else %}<p class="muted">none</p>{% endif %}
 <h3>Runs queued or running</h3>{% if p.queued %}<table><tr><th>DAG</th><th>run</th><th>state</th><th>queued at</th><th>triggered by</th></tr>
-{% for r in p.queued %}<tr><td>{{ r.dag_id }}</td><td><a target="_top" href="{{ ui }}/dags/{{ r.dag_id|urlencode }}/runs/{{ r.run_id|urlencode }}">{{ r.run_id }}</a></td><td>{{ r.state }}</td><td>{{ r.queued_at or '' }}</td><td>{{ r.triggered_by or '' }}</td></tr>{% endfor %}</table>
+{% for r in p.queued %}<tr><td>{{ r.dag_id }}</td><td><a href="{{ ui }}/dags/{{ r.dag_id|urlencode }}/runs/{{ r.run_id|urlencode }}">{{ r.run_id }}</a></td><td>{{ r.state }}</td><td>{{ r.queued_at or '' }}</td><td>{{ r.triggered_by or '' }}</td></tr>{% endfor %}</table>
 {% else %}<p class="muted">none</p>{% endif %}
 <h3>Deploy freezes</h3>{% if p.freezes %}<table><tr><th>env</th><th>from</th><th>until</th><th>reason</th><th></th></tr>
 {% for f in p.freezes %}<tr><td>{{ f.env }}</td><td>{{ f.start }}</td><td>{{ f.end }}</td><td>{{ f.reason }}</td><td>{% if f.active %}<span class="badge bad">active</span>{% else %}<span class="badge none">upcoming</span>{% endif %}</td></tr>{% endfor %}</table>
@@ -106,7 +106,7 @@ _OPERATIONS = """{% extends "base.html" %}{% block body %}
 <h3>Last restore drill</h3>{% set d = o.drill %}{% if d %}<p>{{ d.env }} at {{ d.recorded_at }} from {{ d.backup or '-' }}:
 <span class="badge {{ 'ok' if d.restored and d.smoke_passed else 'bad' }}">{{ 'passed' if d.restored and d.smoke_passed else 'failed' }}</span>
 recovery time <b>{{ '%.0f s'|format(d.recovery_seconds) if d.recovery_seconds is not none else '-' }}</b> {{ d.problems|join("; ") }}</p>{% else %}<p class="muted">no drill yet</p>{% endif %}
-<h3>Nightly re-scan</h3>{% set r = o.rescan %}<p>{% if r.run %}last run <a target="_top" href="{{ ui }}/dags/image-rescan/runs/{{ r.run.run_id|urlencode }}">{{ r.run.run_id }}</a>: <span class="badge {{ 'ok' if r.run.state == 'success' else 'bad' if r.run.state == 'failed' else 'none' }}">{{ r.run.state }}</span>{% else %}<span class="muted">no run yet</span>{% endif %}
+<h3>Nightly re-scan</h3>{% set r = o.rescan %}<p>{% if r.run %}last run <a href="{{ ui }}/dags/image-rescan/runs/{{ r.run.run_id|urlencode }}">{{ r.run.run_id }}</a>: <span class="badge {{ 'ok' if r.run.state == 'success' else 'bad' if r.run.state == 'failed' else 'none' }}">{{ r.run.state }}</span>{% else %}<span class="muted">no run yet</span>{% endif %}
 {% if r.last_recorded %}; last result recorded {{ r.last_recorded }}{% endif %}</p>
 {% if r.blocking %}<p><span class="badge bad">blocking findings</span> {{ r.blocking|join(", ") }}</p>{% else %}<p class="muted">no blocking findings recorded</p>{% endif %}
 {% endblock %}"""

@@ -179,3 +179,21 @@ def test_the_command_line_gives_the_same_dora_figures(registry, capsys):
     assert "change fail rate" in table and "50% (1 of 2 rolled back)" in table and "16 h 30 min" in table
     assert main(["metrics", "dora", "--env", "qa"]) == 2
     assert "--env: unknown environment 'qa'; allowed: dev, staging, prod" in capsys.readouterr().err
+
+
+def test_a_registry_broken_by_a_hand_edit_is_named_not_a_crash(client, registry, token, config):
+    from release.registry import HISTORY_FILE
+
+    def break_history(tree):
+        path = tree / HISTORY_FILE
+        path.write_text(path.read_text().replace("outcome: failed", "outcome: [failed]", 1))
+        return "hand edit"
+
+    registry.store.change(break_history)
+    from release.releases.source import cache_for
+    from release.web.releases import current_config
+
+    cache_for(current_config()).ttl_seconds = 0
+    resp = client.get("/release/api/matrix", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 503
+    assert "cannot read the registry: registry/history.yaml, line" in resp.json()["detail"]

@@ -41,9 +41,16 @@ def current_config():
 
 
 def current_view() -> model.ReleaseView:
+    """The read model at the GitOps tip; 503 naming the problem when the registry cannot be read
+    (the remote unreachable, a file broken by a hand edit)."""
+    from release.gitops import GitOpsError
+    from release.registry_file import RegistryFileError
     from release.releases.source import cache_for
 
-    return cache_for(current_config()).load().view
+    try:
+        return cache_for(current_config()).load().view
+    except (GitOpsError, RegistryFileError) as exc:
+        raise HTTPException(503, f"cannot read the registry: {exc}") from None
 
 
 def airflow_facts(config) -> model.AirflowFacts:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from release.config import DEFAULT_CONFIG_PATH, parse_config  # noqa: E402
 from release.gitops import GitOpsStore, local_repo_url  # noqa: E402
 from release.registry import HISTORY_FILE, SCHEMA_VERSION, VERSIONS_FILE, Deployment, HistoryEntry, Registry, RegistryState  # noqa: E402
-from release.releases.model import now_utc  # noqa: E402
+from release.releases.model import age, now_utc  # noqa: E402
 from release.releases.source import ReleasesCache  # noqa: E402
 from release.web import templates  # noqa: E402
 
@@ -106,12 +106,11 @@ def page_times(cache: ReleasesCache, service: str) -> tuple[float, float]:
     t0 = time.perf_counter()
     view = cache.load().view
     templates.render("matrix.html", ui="", now=now_utc(), view=view, m=view.matrix(), name="", owner="", blocking=False,
-                     user="bench", age=__import__("release.releases.model", fromlist=["age"]).age)
+                     user="bench", age=age)
     t1 = time.perf_counter()
     view = cache.load().view
     s = view.service(service)
-    templates.render("service.html", ui="", now=now_utc(), view=view, s=s, user="bench",
-                     age=__import__("release.releases.model", fromlist=["age"]).age,
+    templates.render("service.html", ui="", now=now_utc(), view=view, s=s, user="bench", age=age,
                      timeline=templates.timeline_svg(s["entries"], view.envs))
     return t1 - t0, time.perf_counter() - t1
 

@@ -246,4 +246,3 @@ def dora_json(user: UserDep, env: str | None = None, days: int = 30, service: st
     env, days = _env(view, env), _days(days)
     data = view.dora(env, days, model.now_utc(), service or None)
     return {"figures": data["figures"].to_dict(), "trend": [t.to_dict() for t in data["trend"]], "commit": view.commit}
-

@@ -12,6 +12,9 @@ from release.gitops import ensure_local_repo
 from release.registry import Registry
 from tests.helpers import request_for
 
+pytestmark = pytest.mark.xdist_group("releases_web")
+
+
 def ago(**kw) -> str:
     """A time this long before now (a commit time: the deployment recorded right after is that much later)."""
     return (datetime.now(timezone.utc).replace(microsecond=0) - timedelta(**kw)).isoformat().replace("+00:00", "Z")
@@ -33,10 +36,17 @@ def token():
     return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="viewer", role="viewer"))
 
 
-@pytest.fixture
-def registry(airflow_db, data_dir, config) -> Registry:
+@pytest.fixture(scope="module")
+def registry(airflow_db, config, tmp_path_factory) -> Registry:
     """service-a: 1.0, 1.1, 1.2 in dev, 1.0 in staging (2 versions behind), a failed 1.3 in prod
-    rolled back automatically; service-b blocked by a nightly re-scan finding in dev."""
+    rolled back automatically; service-b blocked by a nightly re-scan finding in dev. Built once
+    for the module: the tests that write to it come last (the module runs as one xdist group)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RELEASE_DATA_DIR", str(tmp_path_factory.mktemp("releases") / "data"))
+        yield _world(config)
+
+
+def _world(config) -> Registry:
     from release.releases import source
 
     source._cached = None  # another test's repository
@@ -147,6 +157,22 @@ def test_dora_pending_operations_and_metrics(client, registry, token, config):
     assert 'release_approvals_waiting{dag_id="promote"} 0.0' in text
 
 
+def test_the_command_line_gives_the_same_dora_figures(registry, capsys):
+    from release.cli import main
+
+    assert main(["metrics", "dora", "--env", "prod", "--days", "7", "--format", "json"]) == 0
+    import json
+
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["deployments"], figures["failed_deployments"], figures["rollbacks"]) == (2, 1, 1)
+    assert figures["change_fail_rate"] == 0.5 and figures["lead_time_known"] == 2
+    assert main(["metrics", "dora", "--env", "prod", "--days", "30", "--service", "service-a"]) == 0
+    table = capsys.readouterr().out
+    assert "change fail rate" in table and "50% (1 of 2 rolled back)" in table and "16 h 30 min" in table
+    assert main(["metrics", "dora", "--env", "qa"]) == 2
+    assert "--env: unknown environment 'qa'; allowed: dev, staging, prod" in capsys.readouterr().err
+
+
 def test_a_new_commit_is_read_once_and_a_page_view_reads_nothing(client, registry, token, config):
     from release.releases.source import cache_for
     from release.web.releases import current_config
@@ -163,22 +189,6 @@ def test_a_new_commit_is_read_once_and_a_page_view_reads_nothing(client, registr
     assert second.commit != first.commit
     assert second.parsed_entries == 1  # only the new history entry was parsed
     assert cache.load() is second  # the same commit: nothing read again
-
-
-def test_the_command_line_gives_the_same_dora_figures(registry, capsys):
-    from release.cli import main
-
-    assert main(["metrics", "dora", "--env", "prod", "--days", "7", "--format", "json"]) == 0
-    import json
-
-    figures = json.loads(capsys.readouterr().out)
-    assert (figures["deployments"], figures["failed_deployments"], figures["rollbacks"]) == (2, 1, 1)
-    assert figures["change_fail_rate"] == 0.5 and figures["lead_time_known"] == 2
-    assert main(["metrics", "dora", "--env", "prod", "--days", "30", "--service", "service-a"]) == 0
-    table = capsys.readouterr().out
-    assert "change fail rate" in table and "50% (1 of 2 rolled back)" in table and "16 h 30 min" in table
-    assert main(["metrics", "dora", "--env", "qa"]) == 2
-    assert "--env: unknown environment 'qa'; allowed: dev, staging, prod" in capsys.readouterr().err
 
 
 def test_a_registry_broken_by_a_hand_edit_is_named_not_a_crash(client, registry, token, config):

@@ -256,6 +256,39 @@ def _backups(args) -> int:
     return 0
 
 
+def _metrics_dora(args) -> int:
+    from release.domain import dora
+    from release.domain.config import load_config
+
+    config = load_config()
+    if args.env not in config.environments:
+        print(f"--env: unknown environment {args.env!r}; allowed: {', '.join(config.env_order)}", file=sys.stderr)
+        return 2
+    if args.service is not None and args.service not in config.services:
+        print(f"--service: unknown service {args.service!r}; allowed: {', '.join(config.services)}", file=sys.stderr)
+        return 2
+    entries = _registry(config).snapshot().entries
+    start, end = dora.window(args.days, dora.parse_time(args.now) if args.now else datetime.now().astimezone())
+    figures = dora.compute(entries, args.env, start, end, service=args.service)
+    if args.format == "json":
+        _print_json(figures.to_dict())
+        return 0
+    rate = f"{figures.change_fail_rate:.0%}" if figures.change_fail_rate is not None else "-"
+    print(f"DORA metrics for {args.service or 'all services'} in {args.env}, {figures.start} to {figures.end} ({args.days} days)")
+    from tabulate import tabulate
+
+    print(tabulate([
+        ["deployment frequency", f"{figures.deployments} deployments ({figures.deployments_per_day:.2f} per day); "
+                                 f"{figures.rollbacks} rollbacks"],
+        ["change lead time", f"median {dora.human_duration(figures.lead_time_median_s)}, p90 "
+                             f"{dora.human_duration(figures.lead_time_p90_s)} ({figures.lead_time_known} with a commit time)"],
+        ["change fail rate", f"{rate} ({figures.failed_deployments} of {figures.deployments} rolled back)"],
+        ["failed deployment recovery time", f"median {dora.human_duration(figures.recovery_median_s)} "
+                                            f"({figures.recoveries} recovered)"],
+    ], tablefmt="simple"))
+    return 0
+
+
 def _format_option(parser: argparse.ArgumentParser) -> None:
     # argparse refuses any other value with exit 2, naming --format and both choices.
     parser.add_argument("--format", choices=["table", "json"], default="table",
@@ -285,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--until", type=_iso_time, help="ISO-8601 time or date")
     _format_option(history)
     history.set_defaults(func=_registry_read(_registry_history))
+
+    metrics = sub.add_parser("metrics", help="delivery metrics").add_subparsers(dest="action", required=True)
+    dora_cmd = metrics.add_parser("dora", help="DORA's four metrics (dora.dev definitions) from the registry's history")
+    dora_cmd.add_argument("--env", required=True, help="the environment, usually prod")
+    dora_cmd.add_argument("--days", type=int, choices=[7, 30, 90], default=30, help="the window: the last 7, 30 or 90 days")
+    dora_cmd.add_argument("--service", help="only this service (default: all)")
+    dora_cmd.add_argument("--now", type=_iso_time, help=argparse.SUPPRESS)  # the window's end (tests)
+    _format_option(dora_cmd)
+    dora_cmd.set_defaults(func=_registry_read(_metrics_dora))
 
     backups = sub.add_parser("backups", help="recorded Velero backups and restore drills, oldest first")
     backups.add_argument("--env", help="only this environment")

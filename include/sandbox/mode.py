@@ -55,7 +55,8 @@ def sandbox_environment(config: PlatformConfig, kubeconfig: Path) -> dict[str, s
     env["RELEASE_SANDBOX"] = SANDBOX_LABEL
     from sandbox.github.mode import sandbox_github_environment
 
-    env.update(sandbox_github_environment(config))  # the GitHub stand-in, when the sandbox started one
+    # the GitHub stand-in, when the sandbox started one
+    env.update(sandbox_github_environment(config, in_database=_db_connections))
     env["AIRFLOW__API__INSTANCE_NAME"] = INSTANCE_NAME
     return env
 

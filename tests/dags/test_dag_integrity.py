@@ -90,7 +90,7 @@ def test_pipelines_for_every_service_and_their_builds_share_a_pool(bag, config):
         dag = bag.dags[f"{service}-pipeline"]
         assert dag.max_active_runs == 1
         assert dag.get_task("build").pool == "builds"
-        assert set(dag.params) == {"commit", "ref", "pr", "changed_paths"}
+        assert set(dag.params) == {"commit", "ref", "pr", "changed_paths", "commit_time"}
 
 
 def test_pools_sync_creates_the_builds_pool(airflow_db, config):

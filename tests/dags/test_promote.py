@@ -209,6 +209,7 @@ def test_the_requester_is_refused_and_another_approver_still_can_answer(world, c
     def alice_then_bob():
         result["alice"] = answer_approval("promote", "approve_prod", "alice", "Approve")
         result["open"] = hitl_open("promote", "approve_prod")
+        result["pending"] = api_get("/release/api/pending", user="carol")  # the Releases view's Pending page
         result["bob"] = answer_approval("promote", "approve_prod", "bob", "Approve")
 
     thread = threading.Thread(target=alice_then_bob)
@@ -217,6 +218,9 @@ def test_the_requester_is_refused_and_another_approver_still_can_answer(world, c
     thread.join()
     assert result["alice"]["status"] == 403 and "not a respondent" in str(result["alice"]["body"]), result
     assert result["open"] is True  # her answer did not use up the request
+    [waiting] = result["pending"]["approvals"]
+    assert (waiting["dag_id"], waiting["task_id"], waiting["assigned_users"]) == ("promote", "approve_prod", ["bob"]), result
+    assert [r["dag_id"] for r in result["pending"]["queued"]] == ["promote"], result["pending"]
     assert result["bob"]["status"] == 200 and states["hand_over"] == "success", (states, result)
     prod = world.state("prod")["service-a"]
     assert (prod.version, prod.deployed_by, prod.evidence["approved_by"]) == ("1.1", "alice", "bob")

@@ -82,7 +82,7 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, de
     # GitHub fails while dev is deployed: a 502 for the deployment, a rate limit for its first status.
     gh.fail(502, count=1, method="POST", path=r"/repos/example-org/app/deployments")
     gh.rate_limit(count=1, retry_after=1, method="POST", path=r"/repos/example-org/app/deployments/\d+/statuses")
-    dagrun, states = run({})
+    dagrun, states = run({"commit_time": "2026-11-26T11:00:00+01:00"})
     assert dagrun.state == "success", states
     # the pipeline handed the digest over to deploy-dev, which made the change: one run, linked
     [(deploy_dag, deploy_run)] = deploy_runs
@@ -90,6 +90,7 @@ def test_green_pipeline_deploys_the_new_digest_to_dev(world, sandbox, config, de
     current = world.state("dev")["service-a"]
     assert (current.version, current.image) == ("1.1.0", f"{config.services['service-a'].image}@{NEW_DIGEST}")
     assert current.evidence["scan"]["passed"] is True and current.evidence["commit"] == COMMIT
+    assert current.evidence["commit_time"] == "2026-11-26T10:00:00Z"  # where DORA's change lead time starts
     # the registry keeps each finding with the package that carries it (alpine-310: 2 CVEs x 2 packages)
     assert sorted((f["id"], f["package"], f["installed"]) for f in current.evidence["scan"]["findings"]) == [
         (cve, package, "1.1.1c-r0") for cve in ("CVE-2019-1549", "CVE-2019-1551") for package in ("libcrypto1.1", "libssl1.1")]

@@ -165,6 +165,30 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+def call_text(url: str, token: str | None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def wait_run(base: str, auth: str, dag_id: str, run_id: str, timeout_s: float) -> str | None:
+    """The run's final state (success or failed), None if it had none within `timeout_s`."""
+    deadline, state = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            _, body = get(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", auth, timeout=30)
+        except OSError:  # a busy machine: the API server answers late, not never
+            continue
+        state = body.get("state")
+        if state in ("success", "failed"):
+            return state
+        time.sleep(3)
+    return state
+
+
 def _task_states(base: str, auth: str, dag_id: str, run_id: str) -> list:
     _, tis = get(f"{base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100", auth)
     return [(t["task_id"], t.get("map_index"), t["state"], t.get("try_number")) for t in tis.get("task_instances", [])]
@@ -267,6 +291,30 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         dev = [d for d in app["deployments"] if d["environment"] == "dev" and d["ref"] == COMMIT]
         assert [s["state"] for s in dev[-1]["statuses"]] == ["in_progress", "success"], app["deployments"]
         assert [u["ref"] for u in app["sarifs"] if u["commit_sha"] == COMMIT] == ["refs/tags/v1.2.0"], app["sarifs"]
+        # A promotion to staging (no approval there), then the Releases view in a real browser:
+        # log in, open Releases from the navigation, see the matrix, open the service page.
+        status, promote = call(f"{base}/api/v2/dags/promote/dagRuns", auth, method="POST", body={
+            "logical_date": None, "conf": {"services": ["service-a"], "from_env": "dev", "to_env": "staging",
+                                           "reason": "e2e: the Releases view shows it"}})
+        assert status == 200, promote
+        promoted = wait_run(base, auth, "promote", promote["dag_run_id"], 600)
+        assert promoted == "success", (promoted, _task_states(base, auth, "promote", promote["dag_run_id"]))
+        assert get(f"{base}/release/api/matrix", None)[0] == 401  # release state only for logged-in users
+        status, metrics = call_text(f"{base}/release/metrics", auth)
+        assert status == 200 and 'release_deployments_total{action="deploy",env="staging",outcome="deployed",' \
+                                  'service="service-a"} 1.0' in metrics, metrics[:2000]
+        _, plugins = get(f"{base}/api/v2/plugins", auth)
+        views = [v for p in plugins["plugins"] for v in p.get("external_views", [])]
+        assert {"name": "Releases", "href": "/release/ui/", "url_route": "releases", "destination": "nav"}.items() <= \
+            next(v for v in views if v["name"] == "Releases").items(), views
+        from tests.e2e.browser import chromium, log_in, releases_walkthrough
+
+        shots = tmp_path / "screenshots"
+        with chromium(tmp_path) as driver:
+            log_in(driver, base, "admin", json.loads((run.home / "simple_auth_manager_passwords.json.generated").read_text())["admin"])
+            seen = releases_walkthrough(driver, base, "service-a", {"dev": "1.2.0", "staging": "1.2.0"}, shots)
+        assert "promotion" in seen["history"] and "deployment" in seen["history"] and seen["timeline"], seen
+        print(f"screenshots of the Releases view: {shots}")
 
         # No secret on the console or in a task log of that run: not the users' generated
         # passwords (the console names their file), the API token, nor the cluster's token.

@@ -135,16 +135,15 @@ def test_sandbox_mode_points_the_github_connections_at_the_stand_in(tmp_path, mo
     monkeypatch.setenv("RELEASE_DATA_DIR", str(tmp_path))
     for name in ("AIRFLOW_CONN_GITHUB_DEFAULT", "AIRFLOW_CONN_GITHUB_WEBHOOK"):
         monkeypatch.delenv(name, raising=False)
-    assert mode.sandbox_github_environment(config, check_database=False) == {}  # no stand-in running
+    assert mode.sandbox_github_environment(config) == {}  # no stand-in running
     standin = mode.start(config)
     try:
-        env = mode.sandbox_github_environment(config, check_database=False)
+        env = mode.sandbox_github_environment(config)
         api = json.loads(env["AIRFLOW_CONN_GITHUB_DEFAULT"])
         assert (api["conn_type"], api["host"], api["password"]) == ("github", standin.url, TOKEN)
         assert json.loads(env["AIRFLOW_CONN_GITHUB_WEBHOOK"])["password"] == webhook_secret(config)
         # A real GitHub connection is never shadowed by the sandbox's.
-        real = mode.sandbox_github_environment(config, environ={"AIRFLOW_CONN_GITHUB_DEFAULT": "github://:t@"},
-                                               check_database=False)
+        real = mode.sandbox_github_environment(config, environ={"AIRFLOW_CONN_GITHUB_DEFAULT": "github://:t@"})
         assert list(real) == ["AIRFLOW_CONN_GITHUB_WEBHOOK"]
 
         call(standin, "POST", f"{REPO}/statuses/{SHA}", {"state": "success", "context": "release/build",

@@ -46,7 +46,7 @@ def test_pipeline_params(params):
     try:
         facts = validate_params(params)
     except ParamError as exc:
-        assert field_of(str(exc)) in {"commit", "ref", "pr", "changed_paths"}, exc
+        assert field_of(str(exc)) in {"commit", "ref", "pr", "changed_paths", "commit_time"}, exc
         return
     assert COMMIT_RE.fullmatch(facts["commit"]) and facts["commit"] == params["commit"]
     assert VERSION_RE.fullmatch(facts["version"]), facts  # what the registry will record

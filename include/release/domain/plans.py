@@ -8,6 +8,7 @@ dispatch's affected services, a promotion's or rollback's exact digests. Pure: d
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from release.domain.affected import AffectedIndex, validate_paths
@@ -41,7 +42,21 @@ def validate_params(params: dict) -> dict:
     if not VERSION_RE.fullmatch(version):
         raise ParamError(f"ref: the tag {tag[:80]!r} gives no version the registry can record; allowed: refs/tags/<version> "
                          "or refs/tags/v<version>, a version of letters, digits, '.', '_', '+', '-' (at most 128 characters)")
-    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None}
+    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None,
+            "commit_time": _commit_time(params.get("commit_time"))}
+
+
+def _commit_time(value) -> str | None:
+    """The commit's time (the change lead time of DORA starts there), as UTC ISO-8601; None if not given."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ParamError(f"commit_time: {str(value)[:80]!r} is not an ISO-8601 time with a zone, e.g. 2026-11-26T10:00:00Z")
+    return parsed.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def pipeline_requester(triggering_user: str | None) -> str:

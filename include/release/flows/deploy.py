@@ -89,7 +89,8 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
         if not isinstance(scan, dict) or scan.get("passed") is not True:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} recorded no passed scan gate "
                                 f"for {item.image} (was scan_gate marked success by hand?)")
-        evidence[item.service] = {"commit": facts.get("commit"), "ref": facts.get("ref"), "scan": scan}
+        evidence[item.service] = {"commit": facts.get("commit"), "ref": facts.get("ref"), "scan": scan,
+                                  "commit_time": facts.get("commit_time")}
     else:
         plan = pull("validate") or {}
         planned = [(i.get("service"), i.get("version"), i.get("image")) for i in plan.get("items") or []]
@@ -176,6 +177,8 @@ def pipeline_evidence(config: PlatformConfig, env: str, service: str, facts: dic
     scan = facts["scan"]
     return {
         "commit": facts["commit"], "ref": facts["ref"],
+        # When the commit was made (the pipeline's commit_time param): DORA's change lead time.
+        **({"commit_time": facts["commit_time"]} if facts.get("commit_time") else {}),
         "scan": {k: v for k, v in scan.items() if k != "findings"} | {"findings": scan.get("findings", [])},
         "sbom": f"{ARTIFACTS_MOUNT}/{service}/{facts['commit']}/sbom.spdx.json",
         "signature": {"signed": True, "key": f"secret {config.environments[env].namespace}/{config.pipelines.cosign_key_secret}"},

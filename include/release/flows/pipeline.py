@@ -140,6 +140,8 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
             "ref": Param("refs/heads/main", type="string", description="refs/heads/<branch>, refs/tags/<tag> or refs/pull/<n>/head"),
             "pr": Param(None, type=["null", "integer"], description="pull request number: set for PR mode"),
             "changed_paths": Param([], type="array", description="informational"),
+            "commit_time": Param(None, type=["null", "string"],
+                                 description="when the commit was made (ISO-8601 with zone): DORA's change lead time starts there"),
         },
         render_template_as_native_obj=False,
     ) as dag:

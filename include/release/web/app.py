@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 
 def create_app() -> FastAPI:
+    from release.web import metrics, releases
+
     app = FastAPI(
         title="Release platform",
         description="Webhooks in, release state and metrics out.",
@@ -20,4 +22,7 @@ def create_app() -> FastAPI:
     from release.web.github_webhooks import router as github_webhooks
 
     app.include_router(github_webhooks, prefix="/webhooks/github", tags=["GitHub"])
+    # The Releases view (pages under /ui/, JSON under /api/) and Prometheus metrics (/metrics).
+    app.include_router(releases.router)
+    app.include_router(metrics.router)
     return app

@@ -58,9 +58,10 @@ def stop(standin: GitHubStandIn | None) -> None:
 
 
 def sandbox_github_environment(config: PlatformConfig, environ: Mapping[str, str] = os.environ,
-                               check_database: bool = True) -> dict[str, str]:
+                               in_database=None) -> dict[str, str]:
     """AIRFLOW_CONN_* for the config's GitHub connections, pointing at the running stand-in;
-    nothing for a connection that is already configured, or without a stand-in."""
+    nothing for a connection that is already configured (in `environ`, or among the ids
+    `in_database(ids)` returns), or without a stand-in."""
     info = read_info()
     if config.github is None or info is None:
         return {}
@@ -68,8 +69,6 @@ def sandbox_github_environment(config: PlatformConfig, environ: Mapping[str, str
                                                  "description": "SANDBOX: GitHub stand-in on 127.0.0.1"}),
               config.github.webhook_secret_conn_id: webhook_secret_connection(info["webhook_secret"])}
     configured = {c for c in wanted if environ.get(f"AIRFLOW_CONN_{c.upper()}")}
-    if check_database:
-        from sandbox.mode import _db_connections
-
-        configured |= set(_db_connections(list(wanted)))
+    if in_database is not None:
+        configured |= set(in_database(list(wanted)))
     return {f"AIRFLOW_CONN_{c.upper()}": value for c, value in wanted.items() if c not in configured}

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from sandbox import validation
 from sandbox.controllers import ArgoCD, Kubelet, Velero, copy_artifact
+from sandbox.http import ThreadedServer
 from sandbox.scenario import PodBehaviour, Scenario
 from sandbox.selectors import SelectorError, fields_match, labels_match, parse_fields, parse_labels
 from sandbox.store import Conflict, Gone, NotFound, Resource, Store, json_patch, merge_patch, now
@@ -84,7 +85,9 @@ class RecordedRequest:
     body: Any = None  # the JSON body of a write, as the client sent it
 
 
-class SandboxCluster:
+class SandboxCluster(ThreadedServer):
+    thread_name = "sandbox-cluster"
+
     def __init__(
         self,
         scenario: Scenario | dict | None = None,
@@ -94,8 +97,8 @@ class SandboxCluster:
         backup_storage_dir: Path | None = None,
         namespaces: tuple[str, ...] = (),
     ):
+        super().__init__(port)
         self.scenario = scenario
-        self.port = port
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else None
         self.backup_storage_dir = Path(backup_storage_dir) if backup_storage_dir else None
         self.store = Store()
@@ -105,9 +108,6 @@ class SandboxCluster:
         self.velero = Velero(self)
         self._fault_hits: dict[int, int] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         for ns in (*BASE_NAMESPACES, *namespaces):
             self.ensure_namespace(ns)
 
@@ -121,58 +121,15 @@ class SandboxCluster:
         self._scenario = value if isinstance(value, Scenario) else Scenario.model_validate(value or {})
         self._fault_hits = {}
 
-    # -- lifecycle ----------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> SandboxCluster:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._start_site())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="sandbox-cluster", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
-        return self
-
-    async def _start_site(self) -> None:
+    # -- lifecycle (sandbox.http.ThreadedServer) ---------------------------------------------
+    def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        return app
 
-    def stop(self) -> None:
-        if self._loop and self._loop.is_running():
-            for task in list(self._tasks):
-                self._loop.call_soon_threadsafe(task.cancel)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def __enter__(self) -> SandboxCluster:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def on_stop(self) -> None:
+        for task in list(self._tasks):
+            self._loop.call_soon_threadsafe(task.cancel)
 
     def call(self, fn, *args):
         """Run `fn(*args)` on the server's loop (the store is not thread-safe) and return its result."""

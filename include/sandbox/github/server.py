@@ -44,6 +44,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from sandbox.http import ThreadedServer
+
 log = logging.getLogger(__name__)
 
 SPEC_PATH = Path(__file__).with_name("openapi-subset.json")
@@ -184,10 +186,12 @@ class GitHubError(Exception):
         return web.json_response(body, status=self.status, headers=self.headers)
 
 
-class GitHubStandIn:
+class GitHubStandIn(ThreadedServer):
+    thread_name = "github-stand-in"
+
     def __init__(self, repositories: list[str] | tuple[str, ...] = (DEFAULT_REPOSITORY,), *, port: int = 0,
                  tokens: tuple[str, ...] = (TOKEN,), validate_responses: bool = True):
-        self.port = port
+        super().__init__(port)
         self.tokens = set(tokens)
         self.validate_responses = validate_responses
         self.requests: list[RecordedRequest] = []
@@ -197,63 +201,17 @@ class GitHubStandIn:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         for full_name in repositories:
             self.add_repository(full_name)
 
-    # -- lifecycle ----------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> GitHubStandIn:
+    # -- lifecycle (sandbox.http.ThreadedServer) ---------------------------------------------
+    def on_start(self) -> None:
         openapi()  # load the description before the first request, not during it
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._start_site())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="github-stand-in", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
-        return self
-
-    async def _start_site(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        if self._loop and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def __enter__(self) -> GitHubStandIn:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return app
 
     # -- what a test or the sandbox sets up -------------------------------------------------
     def add_repository(self, full_name: str) -> None:

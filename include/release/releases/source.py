@@ -204,9 +204,10 @@ class ReleasesCache:
                 return self._loaded
             t0 = time.perf_counter()
             self._fetch(commit)
-            envs = self._versions.parse(self._read(commit, VERSIONS_FILE))
-            entries, parsed = self._history.parse(self._read(commit, HISTORY_FILE))
-            view = ReleaseView(self.config, RegistryState(envs, entries), commit)
+            with registry_file.gc_paused():  # the view is millions of objects: no collector passes over them meanwhile
+                envs = self._versions.parse(self._read(commit, VERSIONS_FILE))
+                entries, parsed = self._history.parse(self._read(commit, HISTORY_FILE))
+                view = ReleaseView(self.config, RegistryState(envs, entries), commit)
             self._loaded = Loaded(commit, view, time.perf_counter() - t0, parsed)
             return self._loaded
 

@@ -8,8 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from release.gitops.registry import ensure_local_repo
-from release.domain.registry import Registry
+from release.gitops.registry import Registry, ensure_local_repo
 from tests.helpers import request_for
 
 pytestmark = pytest.mark.xdist_group("releases_web")

@@ -27,15 +27,16 @@ def triggered_runs(service: str) -> list:
     return DagRun.find(dag_id=f"{service}-pipeline")
 
 
-@pytest.mark.parametrize("paths,expected", [
-    (["services/service-b/app/main.py"], {"service-b"}),
-    (["shared/logging/setup.py", "services/service-a/README.md"], {"service-a", "service-b", "service-c"}),
-    (["docs/index.md", "README.md"], set()),
-    (["services/service-ab/main.py"], set()),
+@pytest.mark.parametrize("paths,expected,commit_time", [
+    # commit_time is optional; given (a push webhook gives its head commit's), each pipeline gets it in UTC.
+    (["services/service-b/app/main.py"], {"service-b"}, ("2026-11-26T11:00:00+01:00", "2026-11-26T10:00:00Z")),
+    (["shared/logging/setup.py", "services/service-a/README.md"], {"service-a", "service-b", "service-c"}, None),
+    (["docs/index.md", "README.md"], set(), None),
+    (["services/service-ab/main.py"], set(), None),
 ])
-def test_triggers_exactly_the_affected_pipelines(airflow_db, paths, expected):
+def test_triggers_exactly_the_affected_pipelines(airflow_db, paths, expected, commit_time):
     before = {s: len(triggered_runs(s)) for s in ("service-a", "service-b", "service-c")}
-    dagrun, states = dispatch(paths)
+    dagrun, states = dispatch(paths, **({"commit_time": commit_time[0]} if commit_time else {}))
     assert dagrun.state == "success", states
     for service in ("service-a", "service-b", "service-c"):
         task = f"trigger_{service.replace('-', '_')}"
@@ -46,6 +47,7 @@ def test_triggers_exactly_the_affected_pipelines(airflow_db, paths, expected):
             newest = max(runs, key=lambda r: r.queued_at or r.start_date or r.run_after)
             assert newest.conf["commit"] == AFTER and newest.conf["ref"] == "refs/heads/main"
             assert newest.conf["pr"] is None and newest.conf["changed_paths"] == paths
+            assert newest.conf["commit_time"] == (commit_time[1] if commit_time else None)
 
 
 @pytest.mark.parametrize("params,message", [

@@ -206,7 +206,8 @@ def test_a_new_branch_asks_compare_and_triggers_dispatch_with_exact_params(recei
     assert answer.status_code == 201, answer.text
     run = the_run("github__d-new-branch")
     assert run.conf == {"before": None, "after": body["after"], "ref": "refs/heads/master", "pr": None,
-                        "changed_paths": ["services/service-b/app/main.py", "README.md"]}
+                        "changed_paths": ["services/service-b/app/main.py", "README.md"],
+                        "commit_time": "2019-05-15T15:19:25Z"}  # head_commit.timestamp: DORA's lead time starts there
     assert answer.json()["services"] == ["service-b"]
     assert "new branch" in run.note and "d-new-branch" in run.note and run.triggering_user_name == "github"
     assert run.triggered_by.endswith("REST_API") and run.state == "queued"
@@ -217,9 +218,20 @@ def test_a_branch_push_listing_its_files_needs_no_compare(receiver):
     body = payload("push.created.4")
     body.update(created=False, before="f95f852bd8fca8fcc58a9a2d6c842781e32a215e")
     body["commits"][0]["modified"] = ["shared/logging/setup.py"]
+    body["head_commit"]["timestamp"] = "2019-05-15T10:19:25-05:00"  # as GitHub writes it: the committer's zone
     assert post(receiver, "push", body, delivery="d-listed").status_code == 201
-    assert the_run("github__d-listed").conf["changed_paths"] == ["README.md", "shared/logging/setup.py"]
+    conf = the_run("github__d-listed").conf
+    assert conf["changed_paths"] == ["README.md", "shared/logging/setup.py"]
+    assert conf["commit_time"] == "2019-05-15T10:19:25-05:00"
     assert receiver.github.seen() == []
+
+
+def test_a_head_commit_that_is_not_the_pushed_one_gives_no_commit_time(receiver):
+    body = payload("push.created.4")
+    body.update(created=False, before="f95f852bd8fca8fcc58a9a2d6c842781e32a215e")
+    body["head_commit"]["id"] = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
+    assert post(receiver, "push", body, delivery="d-other-head").status_code == 201
+    assert "commit_time" not in the_run("github__d-other-head").conf
 
 
 @pytest.mark.parametrize("change", ["forced", "twenty_commits", "no_paths"])
@@ -243,6 +255,7 @@ def test_a_tag_is_a_release_of_every_service(receiver):
     assert answer.status_code == 201, answer.text
     conf = the_run("github__d-tag").conf
     assert (conf["ref"], conf["after"], conf["before"]) == ("refs/tags/simple-tag", body["after"], None)
+    assert conf["commit_time"] == "2019-05-15T15:20:41Z"
     assert answer.json()["services"] == ["service-a", "service-b", "service-c"]
 
 
@@ -254,6 +267,7 @@ def test_pull_requests_trigger_with_their_files(receiver, name, before):
                               files=["services/service-c/search.py", {"filename": "shared/b.py", "previous_filename": "shared/a.py"}])
     delivery = f"d-{name.replace('.', '-').replace('_', '-')}"
     assert post(receiver, "pull_request", body, delivery=delivery).status_code == 201
+    # No commit_time: a pull request's payload does not carry its head commit.
     assert the_run(f"github__{delivery}").conf == {
         "before": before, "after": "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "ref": "refs/pull/2/head", "pr": 2,
         "changed_paths": ["services/service-c/search.py", "shared/a.py", "shared/b.py"]}
@@ -279,11 +293,19 @@ def test_github_down_while_asking_for_files_fails_the_delivery_until_redelivered
     assert the_run("github__d-outage").conf["changed_paths"] == ["services/service-a/x.py"]
 
 
-def test_bad_params_fail_before_anything_is_triggered(receiver):
+@pytest.mark.parametrize("key,value,message", [
+    ("ref", "refs/tags/bad..tag", "ref: 'refs/tags/bad..tag' is not a ref"),
+    ("head_commit.timestamp", "2019-05-15T15:20:41", "commit_time: '2019-05-15T15:20:41' is not an ISO-8601 time with a zone"),
+])
+def test_bad_params_fail_before_anything_is_triggered(receiver, key, value, message):
     body = payload("push.created.0")
-    body["ref"] = "refs/tags/bad..tag"
+    *parents, last = key.split(".")
+    target = body
+    for part in parents:
+        target = target[part]
+    target[last] = value
     answer = refused_without_a_run(receiver, 422, "push", body)
-    assert "ref:" in answer["detail"]
+    assert message in answer["detail"]
 
 
 def test_the_plugin_serves_the_receiver_under_release(receiver):

@@ -325,3 +325,25 @@ def test_any_registry_files_read_as_a_state_or_name_the_file(versions, history):
                 state.rollback_target(env, service)
             except NoRollbackTarget:
                 pass
+
+
+def _outcome(read, name, text, schema):
+    try:
+        return read(name, text, schema)
+    except RegistryFileError as exc:
+        return ("refused", str(exc))
+
+
+@pytest.mark.skipif(RegistryFileError is None, reason="release.domain.registry_file (broken registry files named by file and line) is not here yet")
+@fuzz(150)
+@given(versions=registry_text("registry/versions.yaml"), history=registry_text("registry/history.yaml"))
+def test_the_fast_read_and_the_strict_read_agree_on_any_file(versions, history):
+    """Large files are read fast; whatever that read does not vouch for is read strictly again:
+    either way the same data, or the same refusal with the same file, line and words."""
+    from release.domain import registry_file
+
+    for name, text, schema in (("registry/versions.yaml", versions, registry_file.VersionsFile),
+                               ("registry/history.yaml", history, registry_file.HistoryFile)):
+        if not (text or "").strip():
+            continue
+        assert _outcome(registry_file.load, name, text, schema) == _outcome(registry_file._load_strict, name, text, schema)

@@ -42,6 +42,30 @@ def test_the_files_the_platform_writes_are_accepted(files, config):
     assert RegistryState.parse(None, None).environments == {}  # a repository without a registry yet
 
 
+def test_valid_yaml_the_platform_does_not_write_reads_the_same_as_it_always_did(files, monkeypatch):
+    """Anchors, a merge key, flow style, comments: not the platform's layout, still the same data;
+    and a gc that was off before a read is still off after it."""
+    import gc
+
+    from release.domain import registry_file
+
+    text = ("# by hand\nschema_version: 1\nenvironments:\n  prod:\n    service-a: &a {version: '1.0', image: "
+            "'registry.local:5000/release/service-a@sha256:" + "a" * 64 + "', deployed_at: '2026-11-01T10:00:00Z',\n"
+            "      deployed_by: alice, run_id: r1}\n    service-b:\n      <<: *a\n      version: '2.0'\n  dev: ~\n")
+    data = registry_file.load(VERSIONS_FILE, text, registry_file.VersionsFile)
+    assert data == registry_file._load_strict(VERSIONS_FILE, text, registry_file.VersionsFile)
+    assert data["environments"]["prod"]["service-b"]["version"] == "2.0"
+    assert data["environments"]["prod"]["service-b"]["image"] == data["environments"]["prod"]["service-a"]["image"]
+    gc.disable()
+    try:
+        RegistryState.parse(files[VERSIONS_FILE], files[HISTORY_FILE])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    RegistryState.parse(files[VERSIONS_FILE], files[HISTORY_FILE])
+    assert gc.isenabled()
+
+
 def test_invalid_yaml_is_named_by_file_and_line(files):
     text = edit(files[VERSIONS_FILE], "  dev: {}\n", "  dev: {\n")
     error = refused(files, VERSIONS_FILE, text)

@@ -40,6 +40,11 @@ def test_a_new_commit_parses_only_what_changed_and_a_hand_edit_is_named(config):
     assert parsed == 6 and entries == state.entries
     assert versions.parse(texts["registry/versions.yaml"]) == state.environments
 
+    state.deploy("prod", request_for(config, "service-b", "2.0", "9"), by="alice", run_id="r8")
+    texts = state.render(config.env_order)
+    entries, parsed = history.parse(texts["registry/history.yaml"])
+    assert parsed == 1 and entries == state.entries  # appended: only the new entry is read
+
     state.undo("dev", "service-a", outcome="failed", by="release-platform", run_id="r9", reason="automatic rollback: smoke")
     texts = state.render(config.env_order)
     entries, parsed = history.parse(texts["registry/history.yaml"])
@@ -51,6 +56,12 @@ def test_a_new_commit_parses_only_what_changed_and_a_hand_edit_is_named(config):
         history.parse(broken)
     with pytest.raises(RegistryFileError, match="registry/versions.yaml"):
         versions.parse(texts["registry/versions.yaml"].replace("deployed_by: bob", "deployed_by: [bob]"))
+
+    history.parse(texts["registry/history.yaml"])
+    appended = texts["registry/history.yaml"] + "- id: 99\n  env: [prod]\n"
+    line = appended.count("\n")
+    with pytest.raises(RegistryFileError, match=rf"registry/history.yaml, line {line}: entries.{len(state.entries)}.env: must be a string"):
+        history.parse(appended)  # a broken entry appended by hand: named by the strict read, with its line
 
 
 def test_each_scrape_builds_its_figures_afresh(config):

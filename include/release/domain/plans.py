@@ -71,13 +71,13 @@ def plan_dispatch(params: dict, config: PlatformConfig) -> dict:
     if before is not None and (not isinstance(before, str) or not COMMIT_RE.fullmatch(before)):
         raise ParamError(f"before: {str(before)[:80]!r} is not a full commit id (40 lowercase hex characters) or null")
     facts = validate_params({"commit": params.get("after"), "ref": params.get("ref"), "pr": params.get("pr"),
-                             "changed_paths": params.get("changed_paths") or []})
+                             "changed_paths": params.get("changed_paths") or [], "commit_time": params.get("commit_time")})
     try:
         paths = validate_paths(params.get("changed_paths") or [])
     except ValueError as exc:
         raise ParamError(f"changed_paths: {exc}") from None
     return {"commit": facts["commit"], "ref": facts["ref"], "pr": facts["pr"], "changed_paths": paths,
-            "services": AffectedIndex.from_config(config).affected(paths)}
+            "commit_time": facts["commit_time"], "services": AffectedIndex.from_config(config).affected(paths)}
 
 
 # -- promote and rollback --------------------------------------------------------------------

@@ -204,13 +204,14 @@ class RegistryState:
     @classmethod
     def parse(cls, versions_text: str | None, history_text: str | None) -> RegistryState:
         """The state the two files hold; RegistryFileError (file, line, what) if either is broken."""
-        versions = registry_file.load(VERSIONS_FILE, versions_text, registry_file.VersionsFile)
-        history = registry_file.load(HISTORY_FILE, history_text, registry_file.HistoryFile)
-        envs = {
-            env: {svc: Deployment(service=svc, **fields) for svc, fields in (services or {}).items()}
-            for env, services in (versions.get("environments") or {}).items()
-        }
-        entries = [HistoryEntry(**e) for e in history.get("entries") or []]
+        with registry_file.gc_paused():  # tens of MB make millions of objects: see gc_paused
+            versions = registry_file.load(VERSIONS_FILE, versions_text, registry_file.VersionsFile)
+            history = registry_file.load(HISTORY_FILE, history_text, registry_file.HistoryFile)
+            envs = {
+                env: {svc: Deployment(service=svc, **fields) for svc, fields in (services or {}).items()}
+                for env, services in (versions.get("environments") or {}).items()
+            }
+            entries = [HistoryEntry(**e) for e in history.get("entries") or []]
         return cls(envs, entries)
 
     @classmethod

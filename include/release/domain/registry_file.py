@@ -5,10 +5,18 @@ person edits one by hand and breaks it (YAML that does not parse, a key given tw
 the wrong type such as `version: [1]` or an environment that is a list), the platform must not
 guess what was meant, and must not write over it: every reader and writer stops with a
 `RegistryFileError` that says which file, which line and what is wrong.
+
+The files are large (100,000 history entries are tens of MB), so the common case is read fast:
+libyaml's parser, the document built in one pass, one pydantic validation of the whole of it.
+Whatever that pass does not vouch for (a key given twice, a merge key, a tag or value it does not
+build, a value the schema refuses) is read again by the strict, line-tracking loader, which names
+the file, the line and the problem, exactly as it always did, or reads the file when it is fine.
 """
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import yaml
@@ -37,6 +45,54 @@ class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's 
                     raise yaml.constructor.ConstructorError(
                         None, None, f"the key {key!r} is given twice (first at line {first.line + 1})", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+class _Unusual(Exception):
+    """Something the fast read does not decide; the strict loader reads the file again."""
+
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
+# Scalars built by PyYAML's safe constructors, as the strict loader builds them; any other tag
+# (a merge key, !!binary, !!set, a local tag) is left to the strict loader.
+_SCALARS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "timestamp"))
+
+
+def _fast_data(text: str) -> Any:
+    """The document as the strict loader would build it, if it is an ordinary one; else _Unusual
+    (or whatever PyYAML raised): the caller then reads it strictly."""
+    loader = yaml.CSafeLoader(text) if yaml.__with_libyaml__ else yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        constructors = loader.yaml_constructors
+        built: dict[int, Any] = {}  # an alias is the node it names: built once, not once per use
+
+        def build(node: yaml.Node) -> Any:
+            if isinstance(node, yaml.ScalarNode):
+                if node.tag == _STR:
+                    return node.value
+                if node.tag not in _SCALARS:
+                    raise _Unusual(node.tag)
+                return constructors[node.tag](loader, node)
+            seen = built.get(id(node))
+            if seen is not None:
+                return seen
+            if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+                value: Any = {build(k): build(v) for k, v in node.value}  # an unhashable key: TypeError
+                if len(value) != len(node.value):
+                    raise _Unusual("a key given twice")
+            elif isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+                value = [build(v) for v in node.value]
+            else:
+                raise _Unusual(node.tag)
+            built[id(node)] = value
+            return value
+
+        return build(node)
+    finally:
+        loader.dispose()
 
 
 class _Strict(Strict):
@@ -104,10 +160,43 @@ class RegistryFileError(ValueError):
             f"GitOps repository.")
 
 
+@contextmanager
+def gc_paused():
+    """Python's cycle collector paused while a document is built: it would walk the millions of
+    young objects a large file makes over and over (4x the parse), and a YAML tree has no cycles
+    to collect. Process-wide and brief; resumed after, unless it was off already."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load(path: str, text: str | None, schema: type[_Strict]) -> dict:
     """The file's data, checked against `schema`; RegistryFileError naming `path` and the line."""
     if not (text or "").strip():
         return {}
+    with gc_paused():
+        return _load(path, text, schema)
+
+
+def _load(path: str, text: str, schema: type[_Strict]) -> dict:
+    try:
+        data = _fast_data(text)
+        if data is None:
+            return {}
+        if isinstance(data, dict):
+            schema.model_validate(data)
+            return data
+    except Exception:  # noqa: BLE001 - not vouched for: the strict read below says what and where
+        pass
+    return _load_strict(path, text, schema)
+
+
+def _load_strict(path: str, text: str, schema: type[_Strict]) -> dict:
+    """`load`, node by node: every key checked for a twin, every problem located by its line."""
     loader = StrictLoader(text)
     try:
         node = loader.get_single_node()

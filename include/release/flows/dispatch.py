@@ -30,7 +30,7 @@ def _choose(**context) -> list[str]:
         raise AirflowFailException(str(exc)) from None
     context["ti"].xcom_push(key="plan", value=result)
     # What each triggered pipeline runs with: exactly its params.
-    context["ti"].xcom_push(key=PIPELINE_CONF, value={k: result[k] for k in ("commit", "ref", "pr", "changed_paths")})
+    context["ti"].xcom_push(key=PIPELINE_CONF, value={k: result[k] for k in ("commit", "ref", "pr", "changed_paths", "commit_time")})
     print(f"{len(result['changed_paths'])} changed path(s) affect: {', '.join(result['services']) or 'no service'}")
     return [trigger_task_id(s) for s in result["services"]]
 
@@ -38,10 +38,11 @@ def _choose(**context) -> list[str]:
 DOC = """
 ### A commit in, the affected pipelines out
 
-Takes a push or pull-request event (`before`, `after`, `ref`, `pr`, `changed_paths`),
+Takes a push or pull-request event (`before`, `after`, `ref`, `pr`, `changed_paths`, and
+`commit_time` where known),
 works out which services it affects (a changed path under a service's folder or matching
 one of its `watch` patterns), and triggers each affected `<service>-pipeline` with the
-same commit, in parallel. Unaffected services show as skipped. The same computation is
+same commit (and its `commit_time`, where DORA's change lead time starts), in parallel. Unaffected services show as skipped. The same computation is
 `python -m release affected --paths-file FILE`.
 """
 
@@ -67,6 +68,8 @@ def build_dispatch_dag(config: PlatformConfig):
             "ref": Param("refs/heads/main", type="string"),
             "pr": Param(None, type=["null", "integer"], description="pull request number (PR mode)"),
             "changed_paths": Param([], type="array", description="repository paths the push changed"),
+            "commit_time": Param(None, type=["null", "string"],
+                                 description="when `after` was committed (ISO-8601 with zone), handed to each pipeline"),
         },
         render_template_as_native_obj=True,
     ) as dag:

@@ -54,30 +54,58 @@ class HistoryParser:
 
     def __init__(self):
         self._known: dict[str, HistoryEntry] = {}
+        self._text: str | None = None  # the last text read, and its entries
+        self._entries: list[HistoryEntry] = []
 
     def parse(self, text: str | None) -> tuple[list[HistoryEntry], int]:
+        entries, parsed = self._appended(text or "") or self._parse(text)
+        self._text, self._entries = text or "", entries
+        return entries, parsed
+
+    def _appended(self, text: str) -> tuple[list[HistoryEntry], int] | None:
+        """The common case, a deployment that only added entries: the last text is the start of
+        this one, so only what follows it is split and parsed (no pass over the whole file)."""
+        last = self._text
+        if not last or not self._known or not last.endswith("\n") or len(text) <= len(last) or not text.startswith(last):
+            return None
+        tail = text[len(last):]
+        if not tail.startswith("- "):
+            return None
+        blocks = tail[2:].rstrip("\n").split("\n- ")
+        try:
+            new = [_entry(block) for block in blocks]
+        except Exception:  # noqa: BLE001 - the block-by-block read below, or the strict whole-file parse, says what and where
+            return None
+        self._known.update(zip(blocks, new))
+        return self._entries + new, len(new)
+
+    def _parse(self, text: str | None) -> tuple[list[HistoryEntry], int]:
         blocks = split_history(text or "")
         if blocks is None or not self._known:
             entries = RegistryState.parse(None, text).entries  # strict, whole file: names a broken line
-            if blocks is not None and len(blocks) == len(entries):
-                self._known = dict(zip(blocks, entries))
+            self._known = dict(zip(blocks, entries)) if blocks is not None and len(blocks) == len(entries) else {}
             return entries, len(entries)
         known, entries, parsed = {}, [], 0
         for block in blocks:
             entry = self._known.get(block)
             if entry is None:
                 try:
-                    data = yaml.load("- " + block, Loader=registry_file.StrictLoader)
-                    registry_file.HistoryFile.model_validate({"entries": data})
-                    entry = HistoryEntry(**data[0])
+                    entry = _entry(block)
                 except Exception:  # noqa: BLE001 - the strict whole-file parse says what and where
                     self._known = {}
-                    return self.parse(text)
+                    return self._parse(text)
                 parsed += 1
             known[block] = entry
             entries.append(entry)
         self._known = known
         return entries, parsed
+
+
+def _entry(block: str) -> HistoryEntry:
+    """One history block (without its leading '- '), strictly."""
+    data = yaml.load("- " + block, Loader=registry_file.StrictLoader)
+    registry_file.HistoryFile.model_validate({"entries": data})
+    return HistoryEntry(**data[0])
 
 
 _ENVIRONMENTS = "\nenvironments:\n"
@@ -204,9 +232,10 @@ class ReleasesCache:
                 return self._loaded
             t0 = time.perf_counter()
             self._fetch(commit)
-            envs = self._versions.parse(self._read(commit, VERSIONS_FILE))
-            entries, parsed = self._history.parse(self._read(commit, HISTORY_FILE))
-            view = ReleaseView(self.config, RegistryState(envs, entries), commit)
+            with registry_file.gc_paused():  # the view is millions of objects: no collector passes over them meanwhile
+                envs = self._versions.parse(self._read(commit, VERSIONS_FILE))
+                entries, parsed = self._history.parse(self._read(commit, HISTORY_FILE))
+                view = ReleaseView(self.config, RegistryState(envs, entries), commit)
             self._loaded = Loaded(commit, view, time.perf_counter() - t0, parsed)
             return self._loaded
 

@@ -9,7 +9,9 @@ POST /release/webhooks/github (this router, in the one app of release.web):
   X-GitHub-Delivery;
 - `ping` is answered; `push` to a branch (with commits) or of a tag (a tag is a release of every
   service) and `pull_request` opened / synchronize / reopened / ready_for_review on the configured
-  repository trigger release-dispatch with before, after, ref, pr and changed_paths; anything
+  repository trigger release-dispatch with before, after, ref, pr and changed_paths, and for a
+  push the commit's time (`head_commit.timestamp`, DORA's change lead time starts there; a pull
+  request's payload does not carry its head commit, so it has none); anything
   else (other events, actions, deletions, draft pull requests, other repositories) is 202 with a
   one-line reason and triggers nothing;
 - the run id is derived from X-GitHub-Delivery, so a redelivery, in this process or another,
@@ -65,6 +67,11 @@ class _Commit(_Payload):
     modified: list[str] = []
 
 
+class _HeadCommit(_Payload):
+    id: str
+    timestamp: str | None = None
+
+
 class _Account(_Payload):
     name: str | None = None
     login: str | None = None
@@ -78,6 +85,7 @@ class PushEvent(_Payload):
     deleted: bool = False
     forced: bool = False
     commits: list[_Commit] = []
+    head_commit: _HeadCommit | None = None
     repository: _Repository
     pusher: _Account | None = None
     sender: _Account | None = None
@@ -128,10 +136,12 @@ class Trigger:
     changed_paths: list[str]
     summary: str
     notes: list[str] = field(default_factory=list)
+    commit_time: str | None = None  # when `after` was committed, where the payload says
 
     @property
     def conf(self) -> dict:
-        return {"before": self.before, "after": self.after, "ref": self.ref, "pr": self.pr, "changed_paths": self.changed_paths}
+        conf = {"before": self.before, "after": self.after, "ref": self.ref, "pr": self.pr, "changed_paths": self.changed_paths}
+        return {**conf, "commit_time": self.commit_time} if self.commit_time else conf
 
 
 def run_id_for(delivery: str) -> str:
@@ -254,11 +264,14 @@ def _push(payload: dict, config, client) -> Trigger | str:
         return f"{ref} was deleted: nothing to build"
     pusher = (event.pusher and event.pusher.name) or (event.sender and event.sender.login) or "someone"
     before = None if event.before in (None, ZERO_SHA) else event.before
+    # The built commit's time, only when head_commit is that commit (release-dispatch checks its form).
+    head = event.head_commit
+    commit_time = head.timestamp if head is not None and head.id == after else None
     if ref.startswith("refs/tags/"):
         # A tag is a release: every service is built and shipped at the tagged commit.
         paths = [s.path for s in config.services.values()]
         return Trigger("push", before, after, ref, None, paths, f"tag {ref.removeprefix('refs/tags/')} by {pusher}",
-                       ["a tag releases every service"])
+                       ["a tag releases every service"], commit_time)
     if not ref.startswith("refs/heads/"):
         return f"{ref} is neither a branch nor a tag"
 
@@ -275,7 +288,8 @@ def _push(payload: dict, config, client) -> Trigger | str:
         (f"{len(commits)} commits (GitHub lists at most {INCOMPLETE_COMMITS})", len(commits) >= INCOMPLETE_COMMITS),
         (f"{len(listed)}+ files (GitHub lists at most {INCOMPLETE_FILES})", len(listed) >= INCOMPLETE_FILES),
     ) if applies]
-    trigger = Trigger("push", before, after, ref, None, listed, f"push to {ref.removeprefix('refs/heads/')} by {pusher}")
+    trigger = Trigger("push", before, after, ref, None, listed, f"push to {ref.removeprefix('refs/heads/')} by {pusher}",
+                      commit_time=commit_time)
     if reasons:
         base = before or event.repository.default_branch or "main"
         trigger.changed_paths, note = _compare(config, client, base, after)

@@ -86,7 +86,8 @@ artifact store (`python -m release backups`). Trigger it by hand with `environme
 
 
 def build_backups_dag(config: PlatformConfig):
-    from airflow.sdk import Param, task, task_group
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import Param, task_group
 
     from release.flows.schedules import nightly_dag
     from release.k8s.velero import VeleroSensor
@@ -102,15 +103,17 @@ def build_backups_dag(config: PlatformConfig):
         params={"environments": Param([], type="array", items={"type": "string", "enum": enabled},
                                       description="back up only these (default: every environment)")},
     ) as dag:
-        envs = task(task_id="environments")(task_environments)()
+        envs = PythonOperator(task_id="environments", python_callable=task_environments)
 
-        @task_group(group_id="backup")
+        @task_group(group_id="backup")  # one group per environment, mapped at run time
         def backup(env: str):
-            created = task(task_id="create", retries=2)(task_create_backup)(env)
-            BackupSensor(task_id="wait", target=created, timeout_minutes=config.nightly.backups.timeout_minutes,
+            created = PythonOperator(task_id="create", python_callable=task_create_backup, op_kwargs={"env": env},
+                                     retries=2)
+            BackupSensor(task_id="wait", target=created.output,
+                         timeout_minutes=config.nightly.backups.timeout_minutes,
                          poll_interval=config.nightly.poll_seconds, retries=2)
 
-        backup.expand(env=envs)
+        backup.expand(env=envs.output)
     return dag
 
 
@@ -232,7 +235,8 @@ drill fails the `report` task and sends an alert; no `Completed` backup to resto
 
 
 def build_drill_dag(config: PlatformConfig):
-    from airflow.sdk import TaskGroup, task
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import TaskGroup
 
     from release.k8s import steps
     from release.k8s.pods import pod_operator
@@ -244,9 +248,10 @@ def build_drill_dag(config: PlatformConfig):
             environment = config.environments[env]
             services = [s for s in config.services_in(env) if config.services[s].smoke.endpoints]
             with TaskGroup(group_id=f"drill_{env}"):
-                backup = task(task_id="find_backup")(task_find_backup)(env)
-                restore = task(task_id="restore")(task_start_restore)(env, backup)
-                wait = VeleroSensor(task_id="wait_restore", target=restore,
+                backup = PythonOperator(task_id="find_backup", python_callable=task_find_backup, op_kwargs={"env": env})
+                restore = PythonOperator(task_id="restore", python_callable=task_start_restore,
+                                         op_kwargs={"env": env, "backup": backup.output})
+                wait = VeleroSensor(task_id="wait_restore", target=restore.output,
                                     timeout_minutes=config.nightly.restore_drill.timeout_minutes,
                                     poll_interval=config.nightly.poll_seconds)
                 scratch = f"{{{{ ti.xcom_pull(task_ids='drill_{env}.restore')['scratch'] }}}}"
@@ -256,8 +261,10 @@ def build_drill_dag(config: PlatformConfig):
                                        commit="drill", namespace=environment.namespace,
                                        kubernetes_conn_id=environment.kubernetes_conn_id)
                           for s in services]
-                report = task(task_id="report", trigger_rule="all_done")(task_report_drill)(env, services)
-                cleanup = task(task_id="delete_scratch_namespaces")(task_delete_scratch)(env)
+                report = PythonOperator(task_id="report", trigger_rule="all_done", python_callable=task_report_drill,
+                                        op_kwargs={"env": env, "services": services})
+                cleanup = PythonOperator(task_id="delete_scratch_namespaces", python_callable=task_delete_scratch,
+                                         op_kwargs={"env": env})
                 wait >> smokes >> report
                 if not smokes:
                     wait >> report

@@ -12,7 +12,7 @@ import pytest
 
 from release.domain.config import load_config, parse_config
 from release.github import client as client_module
-from release.cli_githubent import GitHubClient, get_client
+from release.github.client import GitHubClient, get_client
 from tests.unit.test_config import with_change
 
 SHA = "a" * 40
@@ -104,7 +104,7 @@ def test_5xx_and_rate_limit_are_retried_within_the_bound(github, gh, waits):
 
 def test_a_rate_limit_beyond_the_budget_gives_up_at_once(github, gh, waits, caplog):
     github.rate_limit(count=1, retry_after=None, reset_in=3600)
-    with caplog.at_level(logging.WARNING, logger="release.cli_githubent"):
+    with caplog.at_level(logging.WARNING, logger="release.github.client"):
         result = gh.create_status(SHA, "success", context="release/build")
     assert (result.ok, result.status, result.attempts, waits) == (False, 403, 1, [])
     assert "rate limit" in result.error and github.statuses() == []
@@ -112,7 +112,7 @@ def test_a_rate_limit_beyond_the_budget_gives_up_at_once(github, gh, waits, capl
 
 def test_an_outage_is_reported_once_and_never_raises(github, gh, waits, caplog):
     github.fail(500, count=100)
-    with caplog.at_level(logging.DEBUG, logger="release.cli_githubent"):
+    with caplog.at_level(logging.DEBUG, logger="release.github.client"):
         results = [gh.create_status(SHA, "success", context=f"c{i}") for i in range(3)]
         github.faults.clear()
         assert gh.create_status(SHA, "success", context="after").ok
@@ -147,7 +147,7 @@ def test_a_422_is_retried_then_reported(github, gh, waits):
 def test_off_without_config_or_connection_says_so_once(monkeypatch, caplog):
     monkeypatch.setattr(client_module, "_off_reported", False)
     monkeypatch.delenv("AIRFLOW_CONN_GITHUB_DEFAULT", raising=False)
-    with caplog.at_level(logging.INFO, logger="release.cli_githubent"):
+    with caplog.at_level(logging.INFO, logger="release.github.client"):
         off = GitHubClient.from_config(parse_config(with_change("github", None)))
         results = [off.create_status(SHA, "success", context="x"), off.upload_sarif(SHA, "refs/heads/main", {}),
                    GitHubClient.from_config(load_config()).create_deployment(SHA, "dev")]

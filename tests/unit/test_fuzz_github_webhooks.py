@@ -66,7 +66,7 @@ def github(airflow_db):
 def test_spoiled_payloads_are_answered_never_crash(github, config, data):
     from airflow.models.dagrun import DagRun
 
-    from release.cli_githubent import GitHubClient
+    from release.github.client import GitHubClient
     from release.web.github_webhooks import WebhookRefused, handle
 
     cfg = parse_config(json.dumps({**config.model_dump(mode="json", exclude_none=True),

@@ -1,7 +1,7 @@
 """What the platform tells GitHub: one place that gets the client and makes a call.
 
 GitHub mirrors what the platform does; it never decides anything. Every call here goes through
-the resilient client (release.cli_githubent: retries with backoff within a bound, rate limits
+the resilient client (release.github.client: retries with backoff within a bound, rate limits
 honoured, errors logged once and swallowed, a no-op when GitHub is off), with a tighter bound
 than its default, since these calls happen inside pipeline and deploy tasks: at most
 `MAX_ATTEMPTS` tries within `BUDGET_SECONDS`. And once GitHub failed a call after its retries,
@@ -39,7 +39,7 @@ def client(config):
     gh = getattr(config, "github", None) if config is not None else None
     if gh is None:
         return None
-    from release.cli_githubent import GitHubClient
+    from release.github.client import GitHubClient
 
     # One per repository and connection; the connection's environment form is part of the key so
     # a process that gets the connection later (a test, `make run` re-reading it) is not stuck off.

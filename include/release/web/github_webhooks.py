@@ -322,7 +322,7 @@ def _pull_request(payload: dict, config, client) -> Trigger | str:
 
 
 def _client(config):
-    from release.cli_githubent import GitHubClient
+    from release.github.client import GitHubClient
 
     # GitHub waits about 10 s for an answer: two tries at most, within 5 s.
     return GitHubClient.from_config(config, max_attempts=2, budget_seconds=5, timeout_seconds=4)

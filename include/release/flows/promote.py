@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from release.domain.config import PlatformConfig, load_config
 from release.domain.gates import PromotionError, gate_freeze, gate_scan, gate_smoke
+from release.domain.plan_models import Promotion
 from release.domain.plans import describe, plan_promotion
 from release.domain.values import MAX_REASON
 from release.flows.outcome import refuse_task
@@ -25,12 +26,12 @@ from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_se
 # -- task callables --------------------------------------------------------------------------
 
 
-def _plan_with_description(params, config, state, requester) -> dict:
+def _plan_with_description(params, config, state, requester) -> Promotion:
     from release.github.changes import describe_changes
 
     plan = plan_promotion(params, config, state, requester)
-    plan["subject"], plan["body"] = describe(plan)
-    return describe_changes(config, plan)  # the commits and PRs being approved, where GitHub is on
+    subject, body = describe(plan)
+    return describe_changes(config, plan.model_copy(update={"subject": subject, "body": body}))  # the commits and PRs being approved, where GitHub is on
 
 
 def _changes_line(context) -> str | None:
@@ -45,8 +46,8 @@ def task_validate(**context) -> dict:
     from release.k8s import steps
 
     plan = run_planner(_plan_with_description, context)
-    context["ti"].xcom_push(key=VERIFY_ARGS, value=steps.verify_signatures_args([i["image"] for i in plan["items"]]))
-    return plan
+    context["ti"].xcom_push(key=VERIFY_ARGS, value=steps.verify_signatures_args([i.image for i in plan.items]))
+    return plan.model_dump(mode="json")
 
 
 def task_gate_smoke(**context) -> list[str]:
@@ -73,10 +74,10 @@ def task_gate_freeze(**context) -> str:
     plan = plan_of(context)
     now = datetime.now(timezone.utc)
     try:
-        end = gate_freeze(load_config(), plan["to_env"], now)
+        end = gate_freeze(load_config(), plan.to_env, now)
     except PromotionError as exc:
         refuse_task(str(exc))
-    print(f"{plan['to_env']} is frozen until {end}: waiting" if end else f"no deploy freeze active for {plan['to_env']}")
+    print(f"{plan.to_env} is frozen until {end}: waiting" if end else f"no deploy freeze active for {plan.to_env}")
     return end or now.isoformat()
 
 

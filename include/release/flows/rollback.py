@@ -17,7 +17,7 @@ from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_se
 
 
 def task_validate(**context) -> dict:
-    return run_planner(plan_rollback, context)
+    return run_planner(plan_rollback, context).model_dump(mode="json")
 
 
 DOC = """

@@ -17,10 +17,11 @@ from release.domain.backups import (
     DRILL_DAG_ID,
     BackupRecord,
     backup_envs,
+    drill_mapping,
+    drill_smoke_namespace,
     drill_verdict,
     newest_completed,
     now_text,
-    scratch_namespace,
     write_record,
 )
 from release.domain.config import PlatformConfig, load_config
@@ -146,7 +147,7 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
 
     config = load_config()
     run = context["dag_run"]
-    mapping = {ns: scratch_namespace(ns) for ns in config.backup_namespaces(env)}
+    mapping = drill_mapping(config, env)
     conn_id = config.environments[env].kubernetes_conn_id
     # A copy an earlier drill could not delete would mix with this one: clear it first.
     leftovers = delete_namespaces(conn_id, list(mapping.values()), wait_seconds=config.nightly.restore_drill.timeout_minutes * 60)
@@ -159,8 +160,7 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
     print(f"Restore {name}: backup {backup} into {', '.join(f'{k} -> {v}' for k, v in mapping.items())}")
     return {"kubernetes_conn_id": conn_id, "kind": "Restore", "namespace": manifest["metadata"]["namespace"],
             "name": name, "env": env, "backup": backup, "mapping": mapping, "started": now_text(),
-            "scratch": mapping[config.environments[env].namespace] if config.environments[env].namespace in mapping
-            else next(iter(mapping.values()))}
+            "scratch": drill_smoke_namespace(config, env)}
 
 
 def task_report_drill(env: str, services: list[str], **context) -> dict:
@@ -214,7 +214,7 @@ def delete_namespaces(conn_id: str, names: list[str], wait_seconds: float = 0) -
 def task_delete_scratch(env: str) -> list[str]:
     """Delete the drill's scratch namespaces whatever happened; a namespace already gone is fine."""
     config = load_config()
-    names = [scratch_namespace(ns) for ns in config.backup_namespaces(env)]
+    names = list(drill_mapping(config, env).values())
     deleted = delete_namespaces(config.environments[env].kubernetes_conn_id, names)
     print(f"Deleted scratch namespaces: {', '.join(deleted) or 'none existed'}")
     return deleted
@@ -254,9 +254,10 @@ def build_drill_dag(config: PlatformConfig):
                 wait = VeleroSensor(task_id="wait_restore", target=restore.output,
                                     timeout_minutes=config.nightly.restore_drill.timeout_minutes,
                                     poll_interval=config.nightly.poll_seconds)
-                scratch = f"{{{{ ti.xcom_pull(task_ids='drill_{env}.restore')['scratch'] }}}}"
                 # Smoke pods run where the platform may run pods (the live environment's namespace)
-                # and call the restored services by their scratch-namespace DNS names.
+                # and call the restored services by their scratch-namespace DNS names (fixed names,
+                # from the config: no template).
+                scratch = drill_smoke_namespace(config, env)
                 smokes = [pod_operator(f"smoke_{s}", steps.smoke(config, s, env, namespace=scratch), service=s,
                                        commit="drill", namespace=environment.namespace,
                                        kubernetes_conn_id=environment.kubernetes_conn_id)

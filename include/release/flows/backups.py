@@ -120,6 +120,13 @@ def build_backups_dag(config: PlatformConfig):
 
 # -- velero-restore-drill ----------------------------------------------------------------------------
 
+# The drill's task ids whose XComs `report` reads, inside the environment's group.
+RESTORE, WAIT_RESTORE = "restore", "wait_restore"
+
+
+def drill_group(env: str) -> str:
+    return f"drill_{env}"
+
 
 def task_find_backup(env: str) -> str:
     """The backup to drill: the newest Completed one, else the drill fails at once.
@@ -164,9 +171,9 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
 
 
 def task_report_drill(env: str, services: list[str], **context) -> dict:
-    ti, group = context["ti"], f"drill_{env}"
-    restore = ti.xcom_pull(task_ids=f"{group}.restore")
-    restored = ti.xcom_pull(task_ids=f"{group}.wait_restore")
+    ti, group = context["ti"], drill_group(env)
+    restore = ti.xcom_pull(task_ids=f"{group}.{RESTORE}")
+    restored = ti.xcom_pull(task_ids=f"{group}.{WAIT_RESTORE}")
     states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[f"{group}.smoke_{s}" for s in services],
                                 run_ids=[ti.run_id]).get(ti.run_id, {})
     smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
@@ -247,11 +254,11 @@ def build_drill_dag(config: PlatformConfig):
         for env in config.drill_envs():
             environment = config.environments[env]
             services = [s for s in config.services_in(env) if config.services[s].smoke.endpoints]
-            with TaskGroup(group_id=f"drill_{env}"):
+            with TaskGroup(group_id=drill_group(env)):
                 backup = PythonOperator(task_id="find_backup", python_callable=task_find_backup, op_kwargs={"env": env})
-                restore = PythonOperator(task_id="restore", python_callable=task_start_restore,
+                restore = PythonOperator(task_id=RESTORE, python_callable=task_start_restore,
                                          op_kwargs={"env": env, "backup": backup.output})
-                wait = VeleroSensor(task_id="wait_restore", target=restore.output,
+                wait = VeleroSensor(task_id=WAIT_RESTORE, target=restore.output,
                                     timeout_minutes=config.nightly.restore_drill.timeout_minutes,
                                     poll_interval=config.nightly.poll_seconds)
                 # Smoke pods run where the platform may run pods (the live environment's namespace)

@@ -20,7 +20,7 @@ from release.domain.plan_models import Promotion
 from release.domain.plans import describe, plan_promotion
 from release.domain.values import MAX_REASON
 from release.flows.outcome import refuse_task
-from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_set, plan_of, run_planner, task_needs_approval
+from release.flows.requests import MAX_ACTIVE_REQUESTS, VALIDATE, approval_task, change_set, plan_of, run_planner, task_needs_approval
 
 
 # -- task callables --------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def _plan_with_description(params, config, state, requester) -> Promotion:
 
 def _changes_line(context) -> str | None:
     """What the run's note adds to the deploy's message: the commits and PRs promoted."""
-    return (context["ti"].xcom_pull(task_ids="validate") or {}).get("changes")
+    return (context["ti"].xcom_pull(task_ids=VALIDATE) or {}).get("changes")
 
 
 VERIFY_ARGS = "verify_args"  # the XCom of validate that verify_signatures runs with
@@ -150,7 +150,7 @@ def build_promote_dag(config: PlatformConfig):
             "reason": Param("", type=["null", "string"], maxLength=MAX_REASON, description=reason_help(config)),
         },
     ) as dag:
-        validate = PythonOperator(task_id="validate", python_callable=task_validate)
+        validate = PythonOperator(task_id=VALIDATE, python_callable=task_validate)
         smoke_gate = PythonOperator(task_id="gate_smoke", python_callable=task_gate_smoke)
         scan_gate = PythonOperator(task_id="gate_scan", python_callable=task_gate_scan)
         freeze_gate = PythonOperator(task_id="gate_freeze", python_callable=task_gate_freeze)

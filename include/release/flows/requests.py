@@ -18,12 +18,13 @@ from release.flows.outcome import fail_task, refuse_task
 MAX_ACTIVE_REQUESTS = 16
 
 
+VALIDATE = "validate"  # the task id of the planner; its XCom is the plan (release.domain.plan_models)
 APPROVAL_KEYS = ("subject", "body")
 
 
 def plan_of(context) -> Promotion | Rollback | None:
     """The plan `validate` recorded for this run (None if it recorded none)."""
-    recorded = context["ti"].xcom_pull(task_ids="validate")
+    recorded = context["ti"].xcom_pull(task_ids=VALIDATE)
     return PLAN.validate_python(recorded) if recorded else None
 
 

@@ -44,6 +44,9 @@ REPORT = "trivy.json"
 RUN_LABEL = "release-platform/run"
 ENV_LABEL = "release-platform/env"
 ACTOR = "release-platform"
+# The task ids whose XComs later tasks read: targets (a list of targets), evaluate (lines, errors,
+# updates, new findings), record (the commit and count).
+TARGETS, EVALUATE, RECORD = "targets", "evaluate", "record"
 
 
 class RescanError(ValueError):
@@ -277,7 +280,7 @@ def task_evaluate(**context) -> dict:
     from release.gitops.registry import Registry
     from release.domain.scan import utc_today
 
-    targets = context["ti"].xcom_pull(task_ids="targets")
+    targets = context["ti"].xcom_pull(task_ids=TARGETS)
     if targets is None:
         fail_task("evaluate: the targets task left no targets (did it fail?)")
     config = load_config()
@@ -293,7 +296,7 @@ def task_record(**context) -> dict:
 
     from release.gitops.registry import Registry
 
-    updates = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("updates") or {}
+    updates = (context["ti"].xcom_pull(task_ids=EVALUATE) or {}).get("updates") or {}
     if not updates:
         raise AirflowSkipException("every re-scan matches what is recorded: nothing to write")
     result = Registry.from_config(load_config()).record_evidence_across(updates, by=ACTOR, run_id=context["run_id"])
@@ -304,7 +307,7 @@ def task_record(**context) -> dict:
 
 
 def task_notify(**context) -> list[str]:
-    findings = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("new_findings") or []
+    findings = (context["ti"].xcom_pull(task_ids=EVALUATE) or {}).get("new_findings") or []
     messages = notify_new_findings(findings, context)
     if not messages:
         print("no newly blocking findings")
@@ -313,11 +316,11 @@ def task_notify(**context) -> list[str]:
 
 def task_verdict(**context) -> None:
     ti = context["ti"]
-    result = ti.xcom_pull(task_ids="evaluate")
+    result = ti.xcom_pull(task_ids=EVALUATE)
     if result is None:
         fail_task("the re-scan did not finish: evaluate failed (see its log)")
     problems = list(result.get("errors") or [])
-    if result.get("updates") and not ti.xcom_pull(task_ids="record"):
+    if result.get("updates") and not ti.xcom_pull(task_ids=RECORD):
         problems.append("the re-scan results could not be recorded in the registry (see the record task)")
     if problems:
         fail_task(f"image-rescan: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems))
@@ -353,15 +356,15 @@ def build_rescan_dag(config: PlatformConfig):
 
     first = config.environments[config.env_order[0]]
     with nightly_dag(DAG_ID, config.nightly.rescan.schedule, rescan_doc(config), tags=[]) as dag:
-        targets = PythonOperator(task_id="targets", python_callable=task_targets)
+        targets = PythonOperator(task_id=TARGETS, python_callable=task_targets)
         # Scanning an image needs a registry, not the target cluster: every pod runs in the first
         # environment's namespace through its connection.
         scan = pod_operator("scan", rescan_step(config), namespace=first.namespace,
                             kubernetes_conn_id=first.kubernetes_conn_id, pool=POOL,
                             expand_kwargs=targets.output.map(pod_kwargs))
-        evaluate = PythonOperator(task_id="evaluate", python_callable=task_evaluate, trigger_rule="all_done",
+        evaluate = PythonOperator(task_id=EVALUATE, python_callable=task_evaluate, trigger_rule="all_done",
                                   retries=0)
-        record = PythonOperator(task_id="record", python_callable=task_record, outlets=[REGISTRY])
+        record = PythonOperator(task_id=RECORD, python_callable=task_record, outlets=[REGISTRY])
         # Not after a failed record: the findings would claim a block the registry does not hold.
         notify = PythonOperator(task_id="notify", python_callable=task_notify, trigger_rule="none_failed")
         verdict = PythonOperator(task_id="verdict", python_callable=task_verdict, trigger_rule="all_done")

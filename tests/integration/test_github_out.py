@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from release.github import changes, outbound, pr_comment, sarif, statuses
+from release.domain.plan_models import PromotedItem
 
 TRIVY = Path(__file__).resolve().parents[1] / "fixtures" / "trivy"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -121,9 +122,9 @@ def test_services_sharing_a_range_look_each_commit_up_once_and_within_the_plans_
     gh.seed_compare(base, head, files=["shared/retry.py", "services/service-a/x.py"], commits=[
         {"sha": "8" * 40, "message": "Shared retry (#21)", "files": ["shared/retry.py"]},
         {"sha": "9" * 40, "message": "a only", "files": ["services/service-a/x.py"]}])
-    plan = {"items": [{"service": s, "evidence": {"commit": head}, "replaces_commit": base}
-                      for s in ("service-a", "service-b", "service-c")]}
-    found = changes.for_plan(config, plan)
+    items = [PromotedItem(service=s, version="1.0", image="x", evidence={"commit": head}, replaces_commit=base)
+             for s in ("service-a", "service-b", "service-c")]
+    found = changes.for_plan(config, items)
     assert [[c.sha[0] for c in f.commits] for f in found] == [["8", "9"], ["8"], ["8"]]
     assert len(gh.seen("GET", "/commits/")) == 2  # two commits, asked once each for three services
     tight = changes.Lookups(limit=1)

@@ -183,12 +183,13 @@ def test_round_trip_of_a_valid_change(config):
 @example(["evidence"])
 def test_gates_judge_any_recorded_evidence(evidences):
     from release.domain.gates import PromotionError, gate_scan, gate_smoke
+    from release.domain.plan_models import PromotedItem, Promotion
     from release.domain.plans import describe
 
-    plan = {"from_env": "staging", "to_env": "prod", "services": list(CONFIG.services)[:len(evidences)],
-            "requester": "alice", "reason": "go",
-            "items": [{"service": s, "version": "1.0", "image": "x", "replaces": None, "evidence": e}
-                      for s, e in zip(CONFIG.services, evidences)]}
+    plan = Promotion(from_env="staging", to_env="prod", services=list(CONFIG.services)[:len(evidences)],
+                     requester="alice", reason="go",
+                     items=[PromotedItem(service=s, version="1.0", image="x", replaces=None, evidence=e)
+                            for s, e in zip(CONFIG.services, evidences)])
     subject, body = describe(plan)  # what the approver reads
     assert subject.startswith("Promote ") and body
     for gate in (lambda: gate_smoke(plan), lambda: gate_scan(plan, CONFIG, date(2026, 11, 1))):
@@ -197,7 +198,7 @@ def test_gates_judge_any_recorded_evidence(evidences):
         except PromotionError as exc:
             assert str(exc).startswith(("gate smoke: ", "gate scan: ")), exc
             continue
-        assert len(lines) == len(plan["items"]) and all(isinstance(line, str) for line in lines)
+        assert len(lines) == len(plan.items) and all(isinstance(line, str) for line in lines)
     try:
         gate_smoke(plan)
     except PromotionError:

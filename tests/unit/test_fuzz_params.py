@@ -16,6 +16,7 @@ from release.domain.gates import PromotionError
 from release.domain.plans import plan_promotion
 from release.domain.registry import DIGEST_RE, USER_RE, VERSION_RE, NoRollbackTarget, RegistryState
 from release.domain.plans import plan_rollback
+from release.k8s.steps import verify_signatures_args
 from tests.helpers import request_for
 from tests.unit.fuzzing import field_of, fuzz, hostile, junk, nasty_text
 
@@ -118,19 +119,19 @@ def test_promote_params(config, data):
         assert field_of(str(exc)) in {"from_env", "to_env", "services", "version", "reason", "the"}, exc
         assert state == before
         return
-    assert config.next_env(plan["from_env"]) == plan["to_env"] and USER_RE.fullmatch(plan["requester"])
-    assert not any(ord(c) < 32 for c in plan["reason"])
-    for item in plan["items"]:
+    assert config.next_env(plan.from_env) == plan.to_env and USER_RE.fullmatch(plan.requester)
+    assert not any(ord(c) < 32 for c in plan.reason)
+    for item in plan.items:
         # The exact digests the registry holds for from_env: what runs there, or a version that ran there.
-        held = state.deployed_versions(plan["from_env"], item["service"]).get(item["version"])
-        current = state.current(plan["from_env"])[item["service"]]
-        assert (item["version"], item["image"]) in {(current.version, current.image), (held and held.version, held and held.image)}
-        assert item["image"].startswith(config.services[item["service"]].image + "@")
-        assert DIGEST_RE.fullmatch(item["image"].partition("@")[2])
+        held = state.deployed_versions(plan.from_env, item.service).get(item.version)
+        current = state.current(plan.from_env)[item.service]
+        assert (item.version, item.image) in {(current.version, current.image), (held and held.version, held and held.image)}
+        assert item.image.startswith(config.services[item.service].image + "@")
+        assert DIGEST_RE.fullmatch(item.image.partition("@")[2])
         if params.get("version") is not None:
-            assert item["version"] == params["version"]
-    assert plan["verify_args"][-len(plan["items"]):] == [i["image"] for i in plan["items"]]
-    assert len(set(plan["services"])) == len(plan["services"]) == len(plan["items"])
+            assert item.version == params["version"]
+    assert verify_signatures_args([i.image for i in plan.items])[-len(plan.items):] == [i.image for i in plan.items]
+    assert len(set(plan.services)) == len(plan.services) == len(plan.items)
 
 
 def rollback_params(config):
@@ -153,11 +154,11 @@ def test_rollback_params(config, data):
         assert field_of(message) in {"env", "service", "to_version", "reason", "the"} or nothing_earlier, message
         assert state == before
         return
-    env, service = plan["env"], plan["service"]
+    env, service = plan.env, plan.service
     current = state.current(env)[service]
-    target = state.deployed_versions(env, service)[plan["to_version"]]
-    assert plan["to_version"] != current.version and plan["from_version"] == current.version
-    assert plan["image"] == target.image == plan["items"][0]["image"]
+    target = state.deployed_versions(env, service)[plan.to_version]
+    assert plan.to_version != current.version and plan.from_version == current.version
+    assert plan.image == target.image == plan.items[0].image
     if params.get("to_version") is not None:
-        assert plan["to_version"] == params["to_version"]
-    assert USER_RE.fullmatch(plan["requester"]) and plan["reason"].strip()
+        assert plan.to_version == params["to_version"]
+    assert USER_RE.fullmatch(plan.requester) and plan.reason.strip()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
 from release.domain.config import DEFAULT_CONFIG_PATH, parse_config
 from release.domain.gates import PromotionError
+from release.domain.plan_models import PLAN
 from release.domain.plans import plan_promotion
 from release.domain.registry import RegistryState
 from tests.helpers import request_for
@@ -21,8 +24,16 @@ def state(config):
 
 def test_plan_moves_the_exact_digest(config, state):
     plan = plan_promotion({"services": ["*"], "from_env": "staging", "to_env": "prod", "reason": "go"}, config, state, "alice")
-    assert plan["services"] == ["service-a"] and plan["items"][0]["image"] == state.current("staging")["service-a"].image
-    assert plan["needs_approval"] and plan["approvers"] == ["alice", "bob"] and plan["items"][0]["replaces"] is None
+    assert plan.services == ["service-a"] and plan.items[0].image == state.current("staging")["service-a"].image
+    # Whether it needs approval, and from whom, is the config's (read by needs_approval and approve_prod).
+    assert plan.needs_approval(config) and config.environments["prod"].approval.approvers == ["alice", "bob"]
+    assert plan.items[0].replaces is None
+    # The XCom is JSON and reads back as the same plan; config facts are not in it.
+    dumped = plan.model_dump(mode="json")
+    assert PLAN.validate_python(json.loads(json.dumps(dumped))) == plan
+    assert {"needs_approval", "approvers"}.isdisjoint(dumped) and dumped["kind"] == "promotion"
+    assert set(dumped["items"][0]) == {"service", "version", "image", "evidence", "replaces", "replaces_image",
+                                       "replaces_commit"}
 
 
 # -- the scan gate and the nightly re-scan ---------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from release.domain import rescan as judge
 from release.flows import rescan
 from release.domain.gates import scan_policy_for
 from release.domain.registry import RegistryState
@@ -43,25 +44,25 @@ def judged(r: dict, policy: ScanPolicy = ScanPolicy()):
 
 def test_unchanged_findings_are_not_a_change():
     previous = judged(report("alpine-310.json")).to_dict()
-    c = rescan.compare(previous, judged(report("alpine-310.json")), ScanPolicy(), TODAY)
-    assert c == rescan.Comparison(False, [], [])
+    c = judge.compare(previous, judged(report("alpine-310.json")), ScanPolicy(), TODAY)
+    assert c == judge.Comparison(False, [], [])
 
 
 def test_unchanged_blocking_findings_are_not_new():
     previous = judged(report("alpine-39.json")).to_dict()  # already blocked by the CRITICAL
-    c = rescan.compare(previous, judged(report("alpine-39.json")), ScanPolicy(), TODAY, previous_is_rescan=True)
+    c = judge.compare(previous, judged(report("alpine-39.json")), ScanPolicy(), TODAY, previous_is_rescan=True)
     assert (c.changed, c.new_blocking) == (False, [])
 
 
 def test_a_new_critical_is_newly_blocking():
     previous = judged(report("alpine-310.json")).to_dict()
-    c = rescan.compare(previous, judged(with_critical()), ScanPolicy(), TODAY)
+    c = judge.compare(previous, judged(with_critical()), ScanPolicy(), TODAY)
     assert (c.changed, c.new_blocking, c.resolved) == (True, [CRITICAL], [])
 
 
 def test_a_fixed_cve_is_a_change_but_not_a_finding():
     previous = judged(with_critical()).to_dict()
-    c = rescan.compare(previous, judged(report("alpine-310.json")), ScanPolicy(), TODAY, previous_is_rescan=True)
+    c = judge.compare(previous, judged(report("alpine-310.json")), ScanPolicy(), TODAY, previous_is_rescan=True)
     assert (c.changed, c.new_blocking, c.resolved) == (True, [], [CRITICAL])
 
 
@@ -69,7 +70,7 @@ def test_findings_are_compared_under_tonights_policy_not_the_recorded_verdict():
     # Recorded under a CRITICAL threshold (passed); tonight's policy blocks at MEDIUM. Same findings:
     # a policy change is the gates' business, not a new finding of the scanner.
     lenient = judged(report("alpine-310.json"), ScanPolicy(threshold="CRITICAL")).to_dict()
-    c = rescan.compare(lenient, judged(report("alpine-310.json"), ScanPolicy(threshold="MEDIUM")),
+    c = judge.compare(lenient, judged(report("alpine-310.json"), ScanPolicy(threshold="MEDIUM")),
                        ScanPolicy(threshold="MEDIUM"), TODAY)
     assert (c.changed, c.new_blocking) == (False, [])
 
@@ -77,26 +78,26 @@ def test_findings_are_compared_under_tonights_policy_not_the_recorded_verdict():
 def test_a_rescan_verdict_that_changed_with_the_policy_is_recorded_without_a_finding():
     recorded = judged(with_critical()).to_dict()  # last re-scan: blocked by the CRITICAL
     allow = merge_policies(ScanPolicy(), {"allow": [{"id": CRITICAL, "reason": "r", "expires": TODAY + timedelta(days=1)}]})
-    c = rescan.compare(recorded, judged(with_critical(), allow), allow, TODAY, previous_is_rescan=True)
+    c = judge.compare(recorded, judged(with_critical(), allow), allow, TODAY, previous_is_rescan=True)
     assert (c.changed, c.new_blocking) == (True, [])
 
 
 def test_nothing_or_an_unusable_record_counts_every_blocking_id_as_new():
     current = judged(with_critical())
-    assert rescan.compare(None, current, ScanPolicy(), TODAY).new_blocking == [CRITICAL]
-    broken = rescan.compare({"counts": {}}, current, ScanPolicy(), TODAY)
+    assert judge.compare(None, current, ScanPolicy(), TODAY).new_blocking == [CRITICAL]
+    broken = judge.compare({"counts": {}}, current, ScanPolicy(), TODAY)
     assert broken.changed and broken.new_blocking == [CRITICAL] and "unusable" in broken.note
 
 
 def test_a_record_from_before_per_package_findings_is_replaced_without_announcing_anything():
     legacy = yaml.safe_load((TRIVY.parent / "scan-summaries" / "legacy.yaml").read_text())["alpine-39"]
     tonight = judged(report("alpine-39.json"))
-    c = rescan.compare(legacy, tonight, ScanPolicy(), TODAY)
+    c = judge.compare(legacy, tonight, ScanPolicy(), TODAY)
     assert (c.changed, c.new_blocking, c.resolved) == (True, [], [])  # recorded anew, with the packages
     assert "predates per-package findings" in c.note
     # once replaced, the same findings the next night are unchanged
-    assert rescan.compare(tonight.to_dict(), judged(report("alpine-39.json")), ScanPolicy(), TODAY) == \
-        rescan.Comparison(False, [], [])
+    assert judge.compare(tonight.to_dict(), judged(report("alpine-39.json")), ScanPolicy(), TODAY) == \
+        judge.Comparison(False, [], [])
 
 
 def test_another_installed_version_with_the_same_cve_is_a_change():
@@ -104,14 +105,14 @@ def test_another_installed_version_with_the_same_cve_is_a_change():
     for v in older["Results"][0]["Vulnerabilities"]:
         if v["PkgName"] == "musl":
             v["InstalledVersion"] = "1.1.20-r3"
-    c = rescan.compare(judged(older).to_dict(), judged(report("alpine-39.json")), ScanPolicy(), TODAY)
+    c = judge.compare(judged(older).to_dict(), judged(report("alpine-39.json")), ScanPolicy(), TODAY)
     assert (c.changed, c.new_blocking) == (True, [])
 
 
 def test_last_summary_prefers_the_last_rescan():
-    assert rescan.last_summary({"scan": {"s": 1}}) == ({"s": 1}, False)
-    assert rescan.last_summary({"scan": {"s": 1}, "rescan": {"summary": {"r": 1}}}) == ({"r": 1}, True)
-    assert rescan.last_summary({"rescan": {"passed": False}}) == (None, False)
+    assert judge.last_summary({"scan": {"s": 1}}) == ({"s": 1}, False)
+    assert judge.last_summary({"scan": {"s": 1}, "rescan": {"summary": {"r": 1}}}) == ({"r": 1}, True)
+    assert judge.last_summary({"rescan": {"passed": False}}) == (None, False)
 
 
 # -- targets and pods ------------------------------------------------------------------------------

@@ -99,6 +99,18 @@ def scratch_namespace(namespace: str) -> str:
     return f"drill-{namespace[:57].rstrip('-')}"
 
 
+def drill_mapping(config: PlatformConfig, env: str) -> dict[str, str]:
+    """Each namespace a drill of `env` restores -> the scratch namespace it is restored into."""
+    return {ns: scratch_namespace(ns) for ns in config.backup_namespaces(env)}
+
+
+def drill_smoke_namespace(config: PlatformConfig, env: str) -> str:
+    """Where a drill's smoke tests call the restored services: the copy of the environment's own
+    namespace, else of the first namespace restored."""
+    mapping = drill_mapping(config, env)
+    return mapping.get(config.environments[env].namespace) or next(iter(mapping.values()))
+
+
 def newest_completed(backups: list[dict], env: str) -> dict | None:
     """The newest Completed backup this platform made of `env` (Velero may hold others too)."""
     ours = [b for b in backups

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from release.domain.config import PlatformConfig
 from release.domain.gates import PromotionError, gate_freeze, gate_scan, gate_smoke
+from release.domain.plan_models import PromotedItem, Promotion
 from release.domain.scan import utc_today
 from release.domain.values import DIGEST_RE, DNS1123_LABEL, MAX_REASON, USER_RE, VERSION_RE, Strict
 
@@ -177,9 +178,10 @@ def check_against_registry(change: ChangeSet, config: PlatformConfig, state, now
                 raise ChangeRefused(f"change.items: {item.service} {item.version} runs as {entry.image} in "
                                     f"{change.from_env}, not {item.image}")
             evidence[item.service] = dict(entry.evidence)
-        plan = {"from_env": change.from_env, "to_env": env,
-                "items": [{"service": i.service, "version": i.version, "evidence": evidence[i.service]}
-                          for i in change.items]}
+        plan = Promotion(from_env=change.from_env, to_env=env, requester=change.requester, reason=change.reason,
+                         services=[i.service for i in change.items],
+                         items=[PromotedItem(service=i.service, version=i.version, image=i.image,
+                                             evidence=evidence[i.service]) for i in change.items])
         try:
             gate_smoke(plan)
             gate_scan(plan, config, utc_today())

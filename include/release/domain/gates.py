@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from release.domain.config import PlatformConfig
+from release.domain.plan_models import PromotedItem, Promotion
 from release.domain.scan import ScanPolicy, ScanReportError, merge_policies, reevaluate
 
 # The promote tasks whose failure refuses a promotion rather than breaks one (the approval
@@ -38,61 +39,62 @@ def mapping(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def recorded(item: dict, key: str) -> dict:
+def recorded(item: PromotedItem, key: str) -> dict:
     """The evidence record `key` of a plan item; empty when missing or not a record (a hand edit)."""
-    return mapping(mapping(item.get("evidence")).get(key))
+    return mapping(mapping(item.evidence).get(key))
 
 
-def smoke_passed(item: dict) -> bool:
+def smoke_passed(item: PromotedItem) -> bool:
     return recorded(item, "smoke").get("passed") is True
 
 
-def gate_smoke(plan: dict) -> list[str]:
-    failed = [f"{i['service']} {i['version']}" for i in plan["items"] if not smoke_passed(i)]
+def gate_smoke(plan: Promotion) -> list[str]:
+    failed = [f"{i.service} {i.version}" for i in plan.items if not smoke_passed(i)]
     if failed:
-        raise PromotionError(f"gate smoke: no passed smoke test in {plan['from_env']} is recorded for: {', '.join(failed)}")
-    return [f"{i['service']} {i['version']}: smoke passed in {plan['from_env']} ({recorded(i, 'smoke').get('run_id')})"
-            for i in plan["items"]]
+        raise PromotionError(f"gate smoke: no passed smoke test in {plan.from_env} is recorded for: {', '.join(failed)}")
+    return [f"{i.service} {i.version}: smoke passed in {plan.from_env} ({recorded(i, 'smoke').get('run_id')})"
+            for i in plan.items]
 
 
-def gate_scan(plan: dict, config: PlatformConfig, today: date) -> list[str]:
+def gate_scan(plan: Promotion, config: PlatformConfig, today: date) -> list[str]:
     evidence, problems = [], []
-    for i in plan["items"]:
-        scan = mapping(i.get("evidence")).get("scan")
+    for i in plan.items:
+        what_item = f"{i.service} {i.version}"
+        scan = mapping(i.evidence).get("scan")
         if not scan:
-            problems.append(f"{i['service']} {i['version']}: no scan summary recorded")
+            problems.append(f"{what_item}: no scan summary recorded")
             continue
-        policy = scan_policy_for(config, i["service"], plan["to_env"])
-        rescan = mapping(i.get("evidence")).get("rescan") or {}
+        policy = scan_policy_for(config, i.service, plan.to_env)
+        rescan = mapping(i.evidence).get("rescan") or {}
         if not isinstance(rescan, dict):
-            problems.append(f"{i['service']} {i['version']}: the recorded nightly re-scan is not a record: {str(rescan)[:80]!r}")
+            problems.append(f"{what_item}: the recorded nightly re-scan is not a record: {str(rescan)[:80]!r}")
             continue
         if rescan.get("summary"):
             # The nightly re-scan judged the same digest with a newer vulnerability database: its
             # findings supersede the pipeline's, re-judged here so an allow entry added since counts.
-            what = f"{i['service']} {i['version']}: the nightly re-scan of {rescan.get('scanned_at', 'an earlier night')}"
+            what = f"{what_item}: the nightly re-scan of {rescan.get('scanned_at', 'an earlier night')}"
             try:
                 summary = reevaluate(rescan["summary"], policy, today)
             except ScanReportError as exc:
                 problems.append(f"{what} recorded an unusable summary: {exc}")
                 continue
             if summary.passed:
-                evidence.append(f"{what} under {plan['to_env']}'s policy: {summary.describe()}")
+                evidence.append(f"{what} under {plan.to_env}'s policy: {summary.describe()}")
             else:
-                problems.append(f"{what} found blocking CVEs under {plan['to_env']}'s policy: "
+                problems.append(f"{what} found blocking CVEs under {plan.to_env}'s policy: "
                                 f"{', '.join(summary.blocking)} ({summary.describe()})")
             continue
         if rescan.get("passed") is False:
             blocking = rescan.get("blocking")
             ids = ", ".join(map(str, blocking)) if isinstance(blocking, list) else repr(blocking)
-            problems.append(f"{i['service']} {i['version']}: the nightly re-scan found blocking CVEs: {ids}")
+            problems.append(f"{what_item}: the nightly re-scan found blocking CVEs: {ids}")
             continue
         try:
             summary = reevaluate(scan, policy, today)
         except ScanReportError as exc:
-            problems.append(f"{i['service']} {i['version']}: the recorded scan summary is unusable: {exc}")
+            problems.append(f"{what_item}: the recorded scan summary is unusable: {exc}")
             continue
-        line = f"{i['service']} {i['version']} under {plan['to_env']}'s policy: {summary.describe()}"
+        line = f"{what_item} under {plan.to_env}'s policy: {summary.describe()}"
         (evidence if summary.passed else problems).append(line)
     if problems:
         raise PromotionError("gate scan: " + "; ".join(problems))

@@ -14,6 +14,7 @@ from typing import Any
 from release.domain.affected import AffectedIndex, validate_paths
 from release.domain.config import PlatformConfig
 from release.domain.gates import PromotionError, mapping, recorded, smoke_passed
+from release.domain.plan_models import PlanItem, PromotedItem, Promotion, Rollback
 from release.domain.registry import NoRollbackTarget
 from release.domain.values import DNS1123_LABEL, MAX_REASON, USER_RE, VERSION_RE
 
@@ -89,7 +90,7 @@ def plain(param: str, value: Any, pattern: re.Pattern, allowed: str) -> str:
     return value
 
 
-def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) -> dict:
+def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) -> Promotion:
     """Check every param against the config and the registry; return what will happen."""
     envs = config.env_order
     from_env = plain("from_env", params.get("from_env"), DNS1123_LABEL, ", ".join(envs[:-1]))
@@ -125,8 +126,7 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
     reason = params.get("reason") or ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON or any(ord(c) < 32 for c in reason):
         raise PromotionError(f"reason: at most {MAX_REASON} characters on one line")
-    approval = config.environments[to_env].approval
-    if approval.required and not reason.strip():
+    if config.environments[to_env].approval.required and not reason.strip():
         raise PromotionError(f"reason: required for a promotion to {to_env}")
     if not USER_RE.fullmatch(requester or ""):
         raise PromotionError(f"the run was triggered by {requester!r}, which is not a user name the registry can record")
@@ -140,38 +140,35 @@ def plan_promotion(params: dict, config: PlatformConfig, state, requester: str) 
                 deployed = ", ".join(reversed(list(state.deployed_versions(from_env, name)))) or "none"
                 raise PromotionError(f"version: {version!r} of {name} was never successfully deployed in {from_env}; "
                                      f"allowed: {deployed}")
-            item = {"version": entry.version, "image": entry.image, "evidence": entry.evidence}
         else:
-            item = {"version": current.version, "image": current.image, "evidence": current.evidence}
+            entry = current
         target = state.current(to_env).get(name)
-        items.append({"service": name, **item, "replaces": target.version if target else None,
-                      "replaces_image": target.image if target else None,
-                      "replaces_commit": (target.evidence or {}).get("commit") if target else None})
-    return {
-        "kind": "promotion", "from_env": from_env, "to_env": to_env, "requester": requester, "reason": reason,
-        "items": items, "services": names,
-        "needs_approval": approval.required, "approvers": approval.approvers,
-    }
+        items.append(PromotedItem(service=name, version=entry.version, image=entry.image, evidence=entry.evidence,
+                                  replaces=target.version if target else None,
+                                  replaces_image=target.image if target else None,
+                                  replaces_commit=(target.evidence or {}).get("commit") if target else None))
+    return Promotion(from_env=from_env, to_env=to_env, requester=requester, reason=reason, items=items,
+                     services=names)
 
 
-def describe(plan: dict, run_url: str = "") -> tuple[str, str]:
+def describe(plan: Promotion, run_url: str = "") -> tuple[str, str]:
     """Subject and body an approver can decide on."""
-    names = ", ".join(plan["services"])
-    subject = f"Promote {names} from {plan['from_env']} to {plan['to_env']}?"
-    lines = [f"Requested by **{plan['requester']}**: {plan['reason'] or '(no reason given)'}", ""]
-    for i in plan["items"]:
+    names = ", ".join(plan.services)
+    subject = f"Promote {names} from {plan.from_env} to {plan.to_env}?"
+    lines = [f"Requested by **{plan.requester}**: {plan.reason or '(no reason given)'}", ""]
+    for i in plan.items:
         scan = recorded(i, "scan")
         counts = ", ".join(f"{k} {v}" for k, v in mapping(scan.get("counts")).items() if v) or "no findings"
-        lines.append(f"- **{i['service']}** {i['replaces'] or '(not deployed)'} -> **{i['version']}**  ")
-        lines.append(f"  `{i['image']}`  ")
-        lines.append(f"  scan: {counts if scan else 'not recorded'}; smoke in {plan['from_env']}: "
+        lines.append(f"- **{i.service}** {i.replaces or '(not deployed)'} -> **{i.version}**  ")
+        lines.append(f"  `{i.image}`  ")
+        lines.append(f"  scan: {counts if scan else 'not recorded'}; smoke in {plan.from_env}: "
                      f"{'passed' if smoke_passed(i) else 'not recorded'}")
     if run_url:
         lines += ["", f"[The run]({run_url})"]
     return subject, "\n".join(lines)
 
 
-def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -> dict:
+def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -> Rollback:
     envs = config.env_order
     env = plain("env", params.get("env"), DNS1123_LABEL, ", ".join(envs))
     if env not in envs:
@@ -193,13 +190,10 @@ def plan_rollback(params: dict, config: PlatformConfig, state, requester: str) -
         target = state.undo_target(env, service, to_version)
     except NoRollbackTarget as exc:
         raise PromotionError(str(exc)) from None
-    approval = config.environments[env].approval
-    return {
-        "kind": "rollback", "action": "rollback", "env": env, "to_env": env, "service": service, "services": [service],
-        "requester": requester, "reason": reason,
-        "from_version": current.version, "to_version": target.version, "image": target.image,
-        "items": [{"service": service, "version": target.version, "image": target.image}],
-        "needs_approval": approval.required_for_rollback, "approvers": approval.approvers,
-        "subject": f"Roll {service} in {env} back from {current.version} to {target.version}?",
-        "body": f"Requested by **{requester}**: {reason}\n\n`{current.image}` -> `{target.image}`",
-    }
+    return Rollback(
+        env=env, to_env=env, service=service, services=[service], requester=requester, reason=reason,
+        from_version=current.version, to_version=target.version, image=target.image,
+        items=[PlanItem(service=service, version=target.version, image=target.image)],
+        subject=f"Roll {service} in {env} back from {current.version} to {target.version}?",
+        body=f"Requested by **{requester}**: {reason}\n\n`{current.image}` -> `{target.image}`",
+    )

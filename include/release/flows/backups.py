@@ -17,10 +17,11 @@ from release.domain.backups import (
     DRILL_DAG_ID,
     BackupRecord,
     backup_envs,
+    drill_mapping,
+    drill_smoke_namespace,
     drill_verdict,
     newest_completed,
     now_text,
-    scratch_namespace,
     write_record,
 )
 from release.domain.config import PlatformConfig, load_config
@@ -86,7 +87,8 @@ artifact store (`python -m release backups`). Trigger it by hand with `environme
 
 
 def build_backups_dag(config: PlatformConfig):
-    from airflow.sdk import Param, task, task_group
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import Param, task_group
 
     from release.flows.schedules import nightly_dag
     from release.k8s.velero import VeleroSensor
@@ -102,19 +104,28 @@ def build_backups_dag(config: PlatformConfig):
         params={"environments": Param([], type="array", items={"type": "string", "enum": enabled},
                                       description="back up only these (default: every environment)")},
     ) as dag:
-        envs = task(task_id="environments")(task_environments)()
+        envs = PythonOperator(task_id="environments", python_callable=task_environments)
 
-        @task_group(group_id="backup")
+        @task_group(group_id="backup")  # one group per environment, mapped at run time
         def backup(env: str):
-            created = task(task_id="create", retries=2)(task_create_backup)(env)
-            BackupSensor(task_id="wait", target=created, timeout_minutes=config.nightly.backups.timeout_minutes,
+            created = PythonOperator(task_id="create", python_callable=task_create_backup, op_kwargs={"env": env},
+                                     retries=2)
+            BackupSensor(task_id="wait", target=created.output,
+                         timeout_minutes=config.nightly.backups.timeout_minutes,
                          poll_interval=config.nightly.poll_seconds, retries=2)
 
-        backup.expand(env=envs)
+        backup.expand(env=envs.output)
     return dag
 
 
 # -- velero-restore-drill ----------------------------------------------------------------------------
+
+# The drill's task ids whose XComs `report` reads, inside the environment's group.
+RESTORE, WAIT_RESTORE = "restore", "wait_restore"
+
+
+def drill_group(env: str) -> str:
+    return f"drill_{env}"
 
 
 def task_find_backup(env: str) -> str:
@@ -143,7 +154,7 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
 
     config = load_config()
     run = context["dag_run"]
-    mapping = {ns: scratch_namespace(ns) for ns in config.backup_namespaces(env)}
+    mapping = drill_mapping(config, env)
     conn_id = config.environments[env].kubernetes_conn_id
     # A copy an earlier drill could not delete would mix with this one: clear it first.
     leftovers = delete_namespaces(conn_id, list(mapping.values()), wait_seconds=config.nightly.restore_drill.timeout_minutes * 60)
@@ -156,14 +167,13 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
     print(f"Restore {name}: backup {backup} into {', '.join(f'{k} -> {v}' for k, v in mapping.items())}")
     return {"kubernetes_conn_id": conn_id, "kind": "Restore", "namespace": manifest["metadata"]["namespace"],
             "name": name, "env": env, "backup": backup, "mapping": mapping, "started": now_text(),
-            "scratch": mapping[config.environments[env].namespace] if config.environments[env].namespace in mapping
-            else next(iter(mapping.values()))}
+            "scratch": drill_smoke_namespace(config, env)}
 
 
 def task_report_drill(env: str, services: list[str], **context) -> dict:
-    ti, group = context["ti"], f"drill_{env}"
-    restore = ti.xcom_pull(task_ids=f"{group}.restore")
-    restored = ti.xcom_pull(task_ids=f"{group}.wait_restore")
+    ti, group = context["ti"], drill_group(env)
+    restore = ti.xcom_pull(task_ids=f"{group}.{RESTORE}")
+    restored = ti.xcom_pull(task_ids=f"{group}.{WAIT_RESTORE}")
     states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[f"{group}.smoke_{s}" for s in services],
                                 run_ids=[ti.run_id]).get(ti.run_id, {})
     smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
@@ -211,7 +221,7 @@ def delete_namespaces(conn_id: str, names: list[str], wait_seconds: float = 0) -
 def task_delete_scratch(env: str) -> list[str]:
     """Delete the drill's scratch namespaces whatever happened; a namespace already gone is fine."""
     config = load_config()
-    names = [scratch_namespace(ns) for ns in config.backup_namespaces(env)]
+    names = list(drill_mapping(config, env).values())
     deleted = delete_namespaces(config.environments[env].kubernetes_conn_id, names)
     print(f"Deleted scratch namespaces: {', '.join(deleted) or 'none existed'}")
     return deleted
@@ -232,7 +242,8 @@ drill fails the `report` task and sends an alert; no `Completed` backup to resto
 
 
 def build_drill_dag(config: PlatformConfig):
-    from airflow.sdk import TaskGroup, task
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import TaskGroup
 
     from release.k8s import steps
     from release.k8s.pods import pod_operator
@@ -243,21 +254,25 @@ def build_drill_dag(config: PlatformConfig):
         for env in config.drill_envs():
             environment = config.environments[env]
             services = [s for s in config.services_in(env) if config.services[s].smoke.endpoints]
-            with TaskGroup(group_id=f"drill_{env}"):
-                backup = task(task_id="find_backup")(task_find_backup)(env)
-                restore = task(task_id="restore")(task_start_restore)(env, backup)
-                wait = VeleroSensor(task_id="wait_restore", target=restore,
+            with TaskGroup(group_id=drill_group(env)):
+                backup = PythonOperator(task_id="find_backup", python_callable=task_find_backup, op_kwargs={"env": env})
+                restore = PythonOperator(task_id=RESTORE, python_callable=task_start_restore,
+                                         op_kwargs={"env": env, "backup": backup.output})
+                wait = VeleroSensor(task_id=WAIT_RESTORE, target=restore.output,
                                     timeout_minutes=config.nightly.restore_drill.timeout_minutes,
                                     poll_interval=config.nightly.poll_seconds)
-                scratch = f"{{{{ ti.xcom_pull(task_ids='drill_{env}.restore')['scratch'] }}}}"
                 # Smoke pods run where the platform may run pods (the live environment's namespace)
-                # and call the restored services by their scratch-namespace DNS names.
+                # and call the restored services by their scratch-namespace DNS names (fixed names,
+                # from the config: no template).
+                scratch = drill_smoke_namespace(config, env)
                 smokes = [pod_operator(f"smoke_{s}", steps.smoke(config, s, env, namespace=scratch), service=s,
                                        commit="drill", namespace=environment.namespace,
                                        kubernetes_conn_id=environment.kubernetes_conn_id)
                           for s in services]
-                report = task(task_id="report", trigger_rule="all_done")(task_report_drill)(env, services)
-                cleanup = task(task_id="delete_scratch_namespaces")(task_delete_scratch)(env)
+                report = PythonOperator(task_id="report", trigger_rule="all_done", python_callable=task_report_drill,
+                                        op_kwargs={"env": env, "services": services})
+                cleanup = PythonOperator(task_id="delete_scratch_namespaces", python_callable=task_delete_scratch,
+                                         op_kwargs={"env": env})
                 wait >> smokes >> report
                 if not smokes:
                     wait >> report

@@ -33,6 +33,11 @@ from release.domain.config import PlatformConfig, load_config
 from release.domain.plans import pipeline_requester
 from release.flows import github_deployments
 
+# The task ids whose XComs later tasks read: apply and undo (what they committed: the change,
+# `gitops_commit`, for undo `restored`) and the smoke targets of each (one pod's kwargs per service).
+APPLY, UNDO = "apply", "undo"
+SMOKE_TARGETS = {APPLY: "smoke_targets", UNDO: "smoke_undo_targets"}
+
 
 def smoke_targets(config: PlatformConfig, env: str, services: list[str], label: str) -> list[dict]:
     """One mapped smoke pod per service, each with that service's own smoke settings."""
@@ -201,7 +206,7 @@ def task_smoke_targets(env: str, source: str):
     def targets(**context) -> list[dict]:
         """One smoke pod per service `source` put in place, each with its own smoke settings."""
         done = context["ti"].xcom_pull(task_ids=source)
-        services = done.get("restored") if source == "undo" else [i["service"] for i in done["change"]["items"]]
+        services = done.get("restored") if source == UNDO else [i["service"] for i in done["change"]["items"]]
         # Labelled with the GitOps commit they test (release-platform/commit).
         return smoke_targets(load_config(), env, services, label=done["gitops_commit"])
     return targets
@@ -213,7 +218,7 @@ def task_record_smoke(env: str):
         from release.flows import outcome
         from release.gitops.registry import Registry
 
-        applied = context["ti"].xcom_pull(task_ids="apply")
+        applied = context["ti"].xcom_pull(task_ids=APPLY)
         change = ChangeSet.model_validate(applied["change"])
         evidence = {"passed": True, "run_id": change.caller.run_id, "deploy_run": context["run_id"],
                     "at": datetime.now(timezone.utc).isoformat()}
@@ -246,7 +251,7 @@ def failed_step(context, env: str, strategy: str, converge: str, smoke: str) -> 
                     if state == "failed" and k.startswith(f"{smoke}_") and k[len(smoke) + 1:].isdigit())
     if not failed:
         return None
-    targets = ti.xcom_pull(task_ids="smoke_targets" if smoke == "smoke" else "smoke_undo_targets") or []
+    targets = ti.xcom_pull(task_ids=SMOKE_TARGETS[APPLY if smoke == "smoke" else UNDO]) or []
     names = [targets[i]["labels"]["release-platform/service"] for i in failed if i < len(targets)]
     return f"smoke test of {', '.join(names)}" if names else "smoke test"
 
@@ -261,7 +266,7 @@ def task_undo(env: str, strategy: str):
         from release.gitops.registry import Registry
 
         ti = context["ti"]
-        applied = ti.xcom_pull(task_ids="apply")
+        applied = ti.xcom_pull(task_ids=APPLY)
         if not applied:
             raise AirflowSkipException("nothing was committed, so there is nothing to undo")
         step = failed_step(context, env, strategy, "converge", "smoke")
@@ -298,7 +303,7 @@ def task_report(env: str, strategy: str):
         from release.gitops.registry import Registry
 
         ti = context["ti"]
-        applied, undone = ti.xcom_pull(task_ids="apply"), ti.xcom_pull(task_ids="undo")
+        applied, undone = ti.xcom_pull(task_ids=APPLY), ti.xcom_pull(task_ids=UNDO)
         if not applied:
             why = outcome.recorded(context, ["apply"]) or "apply failed (see its log)"
             outcome.fail(ti, why)
@@ -396,15 +401,15 @@ def build_deploy_dag(config: PlatformConfig, env: str):
         doc_md=deploy_doc(config, env),
         params={"change": Param({}, type="object", description="the change set a pipeline, promote or rollback run hands over")},
     ) as dag:
-        apply = PythonOperator(task_id="apply", python_callable=task_apply(env), outlets=[REGISTRY])
-        rollout = converge("converge", "apply")
-        targets = PythonOperator(task_id="smoke_targets", python_callable=task_smoke_targets(env, "apply"))
+        apply = PythonOperator(task_id=APPLY, python_callable=task_apply(env), outlets=[REGISTRY])
+        rollout = converge("converge", APPLY)
+        targets = PythonOperator(task_id=SMOKE_TARGETS[APPLY], python_callable=task_smoke_targets(env, APPLY))
         smoke_pods = smoke("smoke", targets)
         record = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke(env), outlets=[REGISTRY])
-        undo = PythonOperator(task_id="undo", python_callable=task_undo(env, strategy), trigger_rule="all_done",
+        undo = PythonOperator(task_id=UNDO, python_callable=task_undo(env, strategy), trigger_rule="all_done",
                               outlets=[REGISTRY])
-        rollout_undo = converge("converge_undo", "undo")
-        undo_targets = PythonOperator(task_id="smoke_undo_targets", python_callable=task_smoke_targets(env, "undo"))
+        rollout_undo = converge("converge_undo", UNDO)
+        undo_targets = PythonOperator(task_id=SMOKE_TARGETS[UNDO], python_callable=task_smoke_targets(env, UNDO))
         smoke_undo = smoke("smoke_after_undo", undo_targets)
         report = PythonOperator(task_id="report", trigger_rule="all_done",
                                 python_callable=github_deployments.reporting(task_report(env, strategy), env, strategy, failed_step))

@@ -16,26 +16,27 @@ from datetime import datetime, timezone
 
 from release.domain.config import PlatformConfig, load_config
 from release.domain.gates import PromotionError, gate_freeze, gate_scan, gate_smoke
+from release.domain.plan_models import Promotion
 from release.domain.plans import describe, plan_promotion
 from release.domain.values import MAX_REASON
 from release.flows.outcome import refuse_task
-from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_set, plan_of, run_planner, task_needs_approval
+from release.flows.requests import MAX_ACTIVE_REQUESTS, VALIDATE, approval_task, change_set, plan_of, run_planner, task_needs_approval
 
 
 # -- task callables --------------------------------------------------------------------------
 
 
-def _plan_with_description(params, config, state, requester) -> dict:
+def _plan_with_description(params, config, state, requester) -> Promotion:
     from release.github.changes import describe_changes
 
     plan = plan_promotion(params, config, state, requester)
-    plan["subject"], plan["body"] = describe(plan)
-    return describe_changes(config, plan)  # the commits and PRs being approved, where GitHub is on
+    subject, body = describe(plan)
+    return describe_changes(config, plan.model_copy(update={"subject": subject, "body": body}))  # the commits and PRs being approved, where GitHub is on
 
 
 def _changes_line(context) -> str | None:
     """What the run's note adds to the deploy's message: the commits and PRs promoted."""
-    return (context["ti"].xcom_pull(task_ids="validate") or {}).get("changes")
+    return (context["ti"].xcom_pull(task_ids=VALIDATE) or {}).get("changes")
 
 
 VERIFY_ARGS = "verify_args"  # the XCom of validate that verify_signatures runs with
@@ -45,8 +46,8 @@ def task_validate(**context) -> dict:
     from release.k8s import steps
 
     plan = run_planner(_plan_with_description, context)
-    context["ti"].xcom_push(key=VERIFY_ARGS, value=steps.verify_signatures_args([i["image"] for i in plan["items"]]))
-    return plan
+    context["ti"].xcom_push(key=VERIFY_ARGS, value=steps.verify_signatures_args([i.image for i in plan.items]))
+    return plan.model_dump(mode="json")
 
 
 def task_gate_smoke(**context) -> list[str]:
@@ -73,10 +74,10 @@ def task_gate_freeze(**context) -> str:
     plan = plan_of(context)
     now = datetime.now(timezone.utc)
     try:
-        end = gate_freeze(load_config(), plan["to_env"], now)
+        end = gate_freeze(load_config(), plan.to_env, now)
     except PromotionError as exc:
         refuse_task(str(exc))
-    print(f"{plan['to_env']} is frozen until {end}: waiting" if end else f"no deploy freeze active for {plan['to_env']}")
+    print(f"{plan.to_env} is frozen until {end}: waiting" if end else f"no deploy freeze active for {plan.to_env}")
     return end or now.isoformat()
 
 
@@ -149,7 +150,7 @@ def build_promote_dag(config: PlatformConfig):
             "reason": Param("", type=["null", "string"], maxLength=MAX_REASON, description=reason_help(config)),
         },
     ) as dag:
-        validate = PythonOperator(task_id="validate", python_callable=task_validate)
+        validate = PythonOperator(task_id=VALIDATE, python_callable=task_validate)
         smoke_gate = PythonOperator(task_id="gate_smoke", python_callable=task_gate_smoke)
         scan_gate = PythonOperator(task_id="gate_scan", python_callable=task_gate_scan)
         freeze_gate = PythonOperator(task_id="gate_freeze", python_callable=task_gate_freeze)

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from release.domain.config import load_config
 from release.domain.gates import PromotionError
+from release.domain.plan_models import PLAN, Promotion, Rollback
 from release.domain.registry_file import RegistryFileError
 from release.flows.outcome import fail_task, refuse_task
 
@@ -17,17 +18,20 @@ from release.flows.outcome import fail_task, refuse_task
 MAX_ACTIVE_REQUESTS = 16
 
 
+VALIDATE = "validate"  # the task id of the planner; its XCom is the plan (release.domain.plan_models)
 APPROVAL_KEYS = ("subject", "body")
 
 
-def plan_of(context) -> dict:
-    """The plan `validate` recorded for this run."""
-    return context["ti"].xcom_pull(task_ids="validate")
+def plan_of(context) -> Promotion | Rollback | None:
+    """The plan `validate` recorded for this run (None if it recorded none)."""
+    recorded = context["ti"].xcom_pull(task_ids=VALIDATE)
+    return PLAN.validate_python(recorded) if recorded else None
 
 
-def run_planner(planner, context) -> dict:
+def run_planner(planner, context) -> Promotion | Rollback:
     """The `validate` task of promote and rollback: plan from the params, the config and the
-    registry, as the user who triggered the run; a refusal fails the run naming the param."""
+    registry, as the user who triggered the run; a refusal fails the run naming the param. The
+    task returns it as JSON (`model_dump(mode="json")`), its XCom; `plan_of` reads it back typed."""
     from release.gitops.registry import Registry
 
     config = load_config()
@@ -38,16 +42,16 @@ def run_planner(planner, context) -> dict:
         refuse_task(str(exc))
     except RegistryFileError as exc:  # a hand edit broke the registry: fix or revert it by a commit
         fail_task(f"cannot read the registry: {exc}")
-    print(f"{plan['subject']}\n{plan['body']}")
+    print(f"{plan.subject}\n{plan.body}")
     # What an approver reads, as XComs of their own: approve_<env> takes them by reference (XComArg).
     for key in APPROVAL_KEYS:
-        context["ti"].xcom_push(key=key, value=plan[key])
+        context["ti"].xcom_push(key=key, value=getattr(plan, key))
     return plan
 
 
 def task_needs_approval(**context) -> str:
     plan = plan_of(context)
-    return f"approve_{plan['to_env'].replace('-', '_')}" if plan["needs_approval"] else "no_approval"
+    return f"approve_{plan.to_env.replace('-', '_')}" if plan.needs_approval(load_config()) else "no_approval"
 
 
 def change_set(kind: str):
@@ -58,9 +62,9 @@ def change_set(kind: str):
         plan = plan_of(context)
         if not plan:
             refuse_task(f"{kind}: validate recorded no plan for this run (was it marked success by hand?)")
-        return {"kind": kind, "env": plan["to_env"], **({"from_env": plan["from_env"]} if kind == "promotion" else {}),
-                "items": [{"service": i["service"], "version": i["version"], "image": i["image"]} for i in plan["items"]],
-                "requester": plan["requester"], "reason": plan["reason"],
+        return {"kind": kind, "env": plan.to_env, **({"from_env": plan.from_env} if kind == "promotion" else {}),
+                "items": [{"service": i.service, "version": i.version, "image": i.image} for i in plan.items],
+                "requester": plan.requester, "reason": plan.reason,
                 "caller": {"dag_id": ti.dag_id, "run_id": ti.run_id}}
     return build
 

@@ -30,11 +30,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 from release.domain.config import PlatformConfig, load_config
+from release.domain.rescan import RescanError, evaluate_target, finding_message
 from release.flows.outcome import fail_task
 
 DAG_ID = "image-rescan"
@@ -44,10 +44,9 @@ REPORT = "trivy.json"
 RUN_LABEL = "release-platform/run"
 ENV_LABEL = "release-platform/env"
 ACTOR = "release-platform"
-
-
-class RescanError(ValueError):
-    """One target's report cannot be judged; the message names the target."""
+# The task ids whose XComs later tasks read: targets (a list of targets), evaluate (lines, errors,
+# updates, new findings), record (the commit and count).
+TARGETS, EVALUATE, RECORD = "targets", "evaluate", "record"
 
 
 # -- what to scan ---------------------------------------------------------------------------
@@ -108,78 +107,7 @@ def pod_kwargs(target: dict) -> dict:
     return target["pod"]
 
 
-# -- comparing with what was recorded --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Comparison:
-    changed: bool  # something worth recording: other findings, or another verdict than the last re-scan's
-    new_blocking: list[str] = field(default_factory=list)  # block now, did not on the previous findings
-    resolved: list[str] = field(default_factory=list)  # blocked on the previous findings, do not now
-    note: str = ""
-
-
-def compare(previous: dict | None, current, policy, today: date, *, previous_is_rescan: bool = False) -> Comparison:
-    """Tonight's summary against the previous findings, both judged under the same policy today.
-
-    Only a change of findings makes an id "newly blocking"; a changed policy (an allow entry
-    added or expired) is the gates' business, as they re-judge the summary themselves. When the
-    previous record is a re-scan whose recorded verdict differs from tonight's, the new verdict
-    is recorded too, so `rescan.passed` stays current.
-    """
-    from release.domain.scan import ScanReportError, reevaluate
-
-    if previous is None:
-        return Comparison(True, list(current.blocking), [], "no summary was recorded before")
-    try:
-        baseline = reevaluate(previous, policy, today)
-    except ScanReportError as exc:
-        return Comparison(True, list(current.blocking), [], f"the recorded summary is unusable ({exc})")
-    new_blocking = sorted(set(current.blocking) - set(baseline.blocking))
-    resolved = sorted(set(baseline.blocking) - set(current.blocking))
-    if baseline.legacy and not current.legacy:
-        # Recorded before findings named their package: tonight's summary, which does, replaces
-        # it (read old, write new); ids gained or lost still count as they would otherwise.
-        return Comparison(True, new_blocking, resolved, "the recorded summary predates per-package findings")
-    changed = baseline.findings != current.findings  # both judged, so rows in the same canonical order
-    if not changed and previous_is_rescan:
-        changed = sorted(previous.get("blocking") or []) != sorted(current.blocking)
-    return Comparison(changed, new_blocking, resolved)
-
-
-def last_summary(evidence: dict) -> tuple[dict | None, bool]:
-    """The last recorded summary of a deployment: the last re-scan's, else the pipeline scan's."""
-    rescan = (evidence or {}).get("rescan") or {}
-    if rescan.get("summary"):
-        return rescan["summary"], True
-    return (evidence or {}).get("scan") or None, False
-
-
-def evaluate_target(config: PlatformConfig, target: dict, deployment, report: dict, *, today: date,
-                    run_id: str, scanned_at: str) -> tuple[dict | None, dict | None, Comparison]:
-    """(evidence update or None when unchanged, newly blocking finding or None, the comparison)."""
-    from release.domain.gates import scan_policy_for
-    from release.domain.scan import ScanReportError, evaluate_report
-
-    where = f"{target['env']}/{target['service']} ({target['image']})"
-    policy = scan_policy_for(config, target["service"], target["env"])
-    try:
-        summary = evaluate_report(report, policy, today)
-    except ScanReportError as exc:
-        raise RescanError(f"{where}: the Trivy report {target['report']} is unusable: {exc}") from None
-    previous, is_rescan = last_summary(deployment.evidence)
-    comparison = compare(previous, summary, policy, today, previous_is_rescan=is_rescan)
-    if not comparison.changed:
-        return None, None, comparison
-    update = {"version": target["version"], "image": target["image"], "rescan": {
-        "passed": summary.passed, "blocking": list(summary.blocking), "new_blocking": comparison.new_blocking,
-        "summary": summary.to_dict(), "scanned_at": scanned_at, "run_id": run_id, "image": target["image"],
-    }}
-    finding = None
-    if comparison.new_blocking:
-        finding = {"service": target["service"], "env": target["env"], "version": target["version"],
-                   "image": target["image"], "cves": comparison.new_blocking, "threshold": summary.threshold}
-    return update, finding, comparison
+# -- judging every report (release.domain.rescan judges one) ----------------------------------
 
 
 def evaluate_all(config: PlatformConfig, targets: list[dict], state, artifacts_dir: Path, *, today: date,
@@ -228,12 +156,6 @@ def evaluate_all(config: PlatformConfig, targets: list[dict], state, artifacts_d
 # -- telling people ----------------------------------------------------------------------------
 
 
-def finding_message(finding: dict) -> str:
-    return (f"{finding['service']} in {finding['env']} runs {finding['image']} (version {finding['version']}), "
-            f"which the nightly re-scan finds newly blocked at threshold {finding['threshold']} by "
-            f"{', '.join(finding['cves'])}; promotions of it are refused until fixed or allow-listed")
-
-
 def finding_notice(finding: dict):
     from release.flows.notify import RESCAN_FINDINGS, Notice
 
@@ -277,7 +199,7 @@ def task_evaluate(**context) -> dict:
     from release.gitops.registry import Registry
     from release.domain.scan import utc_today
 
-    targets = context["ti"].xcom_pull(task_ids="targets")
+    targets = context["ti"].xcom_pull(task_ids=TARGETS)
     if targets is None:
         fail_task("evaluate: the targets task left no targets (did it fail?)")
     config = load_config()
@@ -293,7 +215,7 @@ def task_record(**context) -> dict:
 
     from release.gitops.registry import Registry
 
-    updates = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("updates") or {}
+    updates = (context["ti"].xcom_pull(task_ids=EVALUATE) or {}).get("updates") or {}
     if not updates:
         raise AirflowSkipException("every re-scan matches what is recorded: nothing to write")
     result = Registry.from_config(load_config()).record_evidence_across(updates, by=ACTOR, run_id=context["run_id"])
@@ -304,7 +226,7 @@ def task_record(**context) -> dict:
 
 
 def task_notify(**context) -> list[str]:
-    findings = (context["ti"].xcom_pull(task_ids="evaluate") or {}).get("new_findings") or []
+    findings = (context["ti"].xcom_pull(task_ids=EVALUATE) or {}).get("new_findings") or []
     messages = notify_new_findings(findings, context)
     if not messages:
         print("no newly blocking findings")
@@ -313,11 +235,11 @@ def task_notify(**context) -> list[str]:
 
 def task_verdict(**context) -> None:
     ti = context["ti"]
-    result = ti.xcom_pull(task_ids="evaluate")
+    result = ti.xcom_pull(task_ids=EVALUATE)
     if result is None:
         fail_task("the re-scan did not finish: evaluate failed (see its log)")
     problems = list(result.get("errors") or [])
-    if result.get("updates") and not ti.xcom_pull(task_ids="record"):
+    if result.get("updates") and not ti.xcom_pull(task_ids=RECORD):
         problems.append("the re-scan results could not be recorded in the registry (see the record task)")
     if problems:
         fail_task(f"image-rescan: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems))
@@ -353,15 +275,15 @@ def build_rescan_dag(config: PlatformConfig):
 
     first = config.environments[config.env_order[0]]
     with nightly_dag(DAG_ID, config.nightly.rescan.schedule, rescan_doc(config), tags=[]) as dag:
-        targets = PythonOperator(task_id="targets", python_callable=task_targets)
+        targets = PythonOperator(task_id=TARGETS, python_callable=task_targets)
         # Scanning an image needs a registry, not the target cluster: every pod runs in the first
         # environment's namespace through its connection.
         scan = pod_operator("scan", rescan_step(config), namespace=first.namespace,
                             kubernetes_conn_id=first.kubernetes_conn_id, pool=POOL,
                             expand_kwargs=targets.output.map(pod_kwargs))
-        evaluate = PythonOperator(task_id="evaluate", python_callable=task_evaluate, trigger_rule="all_done",
+        evaluate = PythonOperator(task_id=EVALUATE, python_callable=task_evaluate, trigger_rule="all_done",
                                   retries=0)
-        record = PythonOperator(task_id="record", python_callable=task_record, outlets=[REGISTRY])
+        record = PythonOperator(task_id=RECORD, python_callable=task_record, outlets=[REGISTRY])
         # Not after a failed record: the findings would claim a block the registry does not hold.
         notify = PythonOperator(task_id="notify", python_callable=task_notify, trigger_rule="none_failed")
         verdict = PythonOperator(task_id="verdict", python_callable=task_verdict, trigger_rule="all_done")

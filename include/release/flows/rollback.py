@@ -13,11 +13,11 @@ from datetime import datetime
 from release.domain.config import PlatformConfig
 from release.domain.plans import plan_rollback
 from release.domain.values import MAX_REASON
-from release.flows.requests import MAX_ACTIVE_REQUESTS, approval_task, change_set, run_planner, task_needs_approval
+from release.flows.requests import MAX_ACTIVE_REQUESTS, VALIDATE, approval_task, change_set, run_planner, task_needs_approval
 
 
 def task_validate(**context) -> dict:
-    return run_planner(plan_rollback, context)
+    return run_planner(plan_rollback, context).model_dump(mode="json")
 
 
 DOC = """
@@ -61,7 +61,7 @@ def build_rollback_dag(config: PlatformConfig):
             "reason": Param("", type="string", minLength=1, maxLength=MAX_REASON),
         },
     ) as dag:
-        validate = PythonOperator(task_id="validate", python_callable=task_validate)
+        validate = PythonOperator(task_id=VALIDATE, python_callable=task_validate)
         needs_approval = BranchPythonOperator(task_id="needs_approval", python_callable=task_needs_approval)
         no_approval = EmptyOperator(task_id="no_approval")
         hand_over = HandOver(change_set=change_set("rollback"), trigger_rule="none_failed_min_one_success")

@@ -15,9 +15,14 @@ and why, and the promotion goes on as before (GitHub only informs the approver).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from release.github import outbound
+
+if TYPE_CHECKING:
+    from release.domain.plan_models import PromotedItem, Promotion
 
 MAX_COMMITS = 50      # listed per service; the rest are counted
 MAX_LOOKUPS = 50      # commit lookups per service (their files decide whether a commit touches it)
@@ -132,13 +137,12 @@ def between(config, service: str, base: str | None, head: str | None, lookups: L
     return result
 
 
-def for_plan(config, plan: dict) -> list[ServiceChanges]:
-    """Per promoted service: what changed between what `to_env` runs and what is promoted."""
+def for_plan(config, items: Iterable[PromotedItem]) -> list[ServiceChanges]:
+    """Per promoted item: what changed between what `to_env` runs and what is promoted."""
     out, lookups = [], Lookups()
-    for item in plan["items"]:
-        head = (item.get("evidence") or {}).get("commit")
-        base = item.get("replaces_commit")
-        out.append(between(config, item["service"], base, head, lookups))
+    for item in items:
+        head = item.evidence.get("commit") if isinstance(item.evidence, dict) else None
+        out.append(between(config, item.service, item.replaces_commit, head, lookups))
     return out
 
 
@@ -178,7 +182,7 @@ def summary(changes: list[ServiceChanges]) -> str:
     return "changes: " + "; ".join(parts)
 
 
-def describe_changes(config, plan: dict) -> dict:
+def describe_changes(config, plan: Promotion) -> Promotion:
     """With GitHub on: add the per-service changes to the plan's approval body and its one-line
     summary as `changes` (for the run's note). Never fails the plan."""
     if outbound.client(config) is None:
@@ -186,10 +190,9 @@ def describe_changes(config, plan: dict) -> dict:
     import logging
 
     try:
-        found = for_plan(config, plan)
+        found = for_plan(config, plan.items)
     except Exception:  # noqa: BLE001 - the approver still gets the request, without the list
         logging.getLogger(__name__).exception("GitHub: the changes being promoted could not be listed")
         return plan
-    plan["body"] = "\n".join([plan["body"], *markdown(found, config.github.repository)])
-    plan["changes"] = summary(found)
-    return plan
+    return plan.model_copy(update={"body": "\n".join([plan.body, *markdown(found, config.github.repository)]),
+                                   "changes": summary(found)})

@@ -102,3 +102,13 @@ def test_pools_sync_creates_the_builds_pool(airflow_db, config):
     builds = Pool.get_pool("builds")
     # Build pods wait deferred: a pool that did not count them would not bound the builds.
     assert builds.slots == config.pipelines.builds_pool_slots and builds.include_deferred is True
+
+
+def test_converge_rolls_out_the_commit_of_the_task_it_follows():
+    """The revision a converge step waits for (Argo CD) or deploys (helm) is the commit its own
+    apply or undo made: a template naming another task would roll out the wrong commit."""
+    from release.flows.deploy import APPLY, ROLLED_OUT_COMMIT, UNDO
+
+    assert set(ROLLED_OUT_COMMIT) == {APPLY, UNDO}
+    for task_id, template in ROLLED_OUT_COMMIT.items():
+        assert template == "{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % task_id

@@ -36,6 +36,11 @@ from release.flows import github_deployments
 # The task ids whose XComs later tasks read: apply and undo (what they committed: the change,
 # `gitops_commit`, for undo `restored`) and the smoke targets of each (one pod's kwargs per service).
 APPLY, UNDO = "apply", "undo"
+# The GitOps commit a converge step rolls out, rendered by Airflow from apply's or undo's result.
+ROLLED_OUT_COMMIT = {
+    APPLY: "{{ ti.xcom_pull(task_ids='apply')['gitops_commit'] }}",
+    UNDO: "{{ ti.xcom_pull(task_ids='undo')['gitops_commit'] }}",
+}
 SMOKE_TARGETS = {APPLY: "smoke_targets", UNDO: "smoke_undo_targets"}
 
 
@@ -374,7 +379,7 @@ def build_deploy_dag(config: PlatformConfig, env: str):
     pods = {"namespace": environment.namespace, "kubernetes_conn_id": environment.kubernetes_conn_id}
 
     def converge(task_id: str, commit_of: str, **kwargs):
-        revision = "{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % commit_of
+        revision = ROLLED_OUT_COMMIT[commit_of]
         if strategy == "helm":
             step = steps.helm_deploy(config, env, revision, step=f"{'helm-rollback' if commit_of == 'undo' else 'helm'}-{env}")
             return pod_operator(task_id, step, service=f"deploy-{env}", commit=commit_of,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from release.web.app import create_app
+from release.web.app import LazyApp
 
 
 class ReleaseWebPlugin(AirflowPlugin):
     name = "release_web"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/release", "name": "Release platform"}]
+    fastapi_apps = [{"app": LazyApp(), "url_prefix": "/release", "name": "Release platform"}]
     external_views = [{"name": "Releases", "href": "/release/ui/", "url_route": "releases", "destination": "nav",
                        "category": None}]

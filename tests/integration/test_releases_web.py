@@ -206,3 +206,18 @@ def test_a_registry_broken_by_a_hand_edit_is_named_not_a_crash(client, registry,
     resp = client.get("/release/api/matrix", headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 503
     assert "cannot read the registry: registry/history.yaml, line" in resp.json()["detail"]
+
+
+def test_loading_the_plugin_leaves_the_web_app_unbuilt_until_the_api_server_serves_it():
+    """Every task's process imports the plugins (for their listeners): the /release app, with
+    FastAPI and Airflow's API-server auth, must not be built there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plugins = Path(__file__).resolve().parents[2] / "plugins"
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import release_web; "
+             "print(sorted(m for m in ('fastapi', 'airflow.api_fastapi.core_api.security', 'release.web.releases') "
+             "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe, str(plugins)], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr

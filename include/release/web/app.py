@@ -7,11 +7,17 @@ APIRouter here.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def create_app() -> FastAPI:
+    from fastapi import FastAPI
+
     from release.web import metrics, releases
+    from release.web.github_webhooks import router as github_webhooks
 
     app = FastAPI(
         title="Release platform",
@@ -19,10 +25,26 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    from release.web.github_webhooks import router as github_webhooks
-
     app.include_router(github_webhooks, prefix="/webhooks/github", tags=["GitHub"])
     # The Releases view (pages under /ui/, JSON under /api/) and Prometheus metrics (/metrics).
     app.include_router(releases.router)
     app.include_router(metrics.router)
     return app
+
+
+class LazyApp:
+    """The app as an ASGI callable that builds it on its first request.
+
+    Airflow imports every plugin module in every process that loads plugins -- each task's process
+    among them, for the listeners -- but only the API server serves this app. Building it there
+    imports FastAPI and Airflow's API-server auth (about 0.9 s); deferring it to the first request
+    keeps that off every task start.
+    """
+
+    def __init__(self) -> None:
+        self._app: FastAPI | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)

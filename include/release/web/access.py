@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.responses import RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
@@ -19,7 +18,7 @@ UserDep = Annotated[object, Depends(get_user)]
 
 
 async def page_user(request: Request, bearer: HTTPAuthorizationCredentials | None):
-    """The logged-in user, or the redirect to Airflow's login page that comes back here."""
+    """The logged-in user; without one, a 303 to Airflow's login page that comes back here."""
     try:
         return await get_user(request, None, bearer)
     except HTTPException as exc:
@@ -28,7 +27,8 @@ async def page_user(request: Request, bearer: HTTPAuthorizationCredentials | Non
     from airflow.api_fastapi.app import get_auth_manager
 
     here = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(get_auth_manager().get_url_login(next_url=here), status_code=303)
+    raise HTTPException(303, "log in to see release state",
+                        headers={"Location": get_auth_manager().get_url_login(next_url=here)})
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]

@@ -137,8 +137,6 @@ def _env(view: model.ReleaseView, env: str | None) -> str:
 async def matrix_page(request: Request, bearer: BearerDep, name: str = "", owner: str = "", page: int = 1,
                       blocking: bool = False):
     user = await page_user(request, bearer)
-    if not hasattr(user, "get_name"):
-        return user
     view = await run_in_threadpool(current_view)
     data = view.matrix(name=name, owner=owner, page=page, blocking_only=blocking)
     return _render("matrix.html", request, view=view, m=data, name=name, owner=owner, blocking=blocking,
@@ -148,8 +146,6 @@ async def matrix_page(request: Request, bearer: BearerDep, name: str = "", owner
 @router.get("/ui/services/{service}", response_class=HTMLResponse, include_in_schema=False)
 async def service_page(request: Request, service: str, bearer: BearerDep):
     user = await page_user(request, bearer)
-    if not hasattr(user, "get_name"):
-        return user
     view = await run_in_threadpool(current_view)
     data = view.service(service)
     if data is None:
@@ -161,8 +157,6 @@ async def service_page(request: Request, service: str, bearer: BearerDep):
 @router.get("/ui/pending", response_class=HTMLResponse, include_in_schema=False)
 async def pending_page(request: Request, bearer: BearerDep):
     user = await page_user(request, bearer)
-    if not hasattr(user, "get_name"):
-        return user
     config = current_config()
     facts = await run_in_threadpool(airflow_facts, config)
     return _render("pending.html", request, p=_pending(config, facts), user=user.get_name())
@@ -171,8 +165,6 @@ async def pending_page(request: Request, bearer: BearerDep):
 @router.get("/ui/operations", response_class=HTMLResponse, include_in_schema=False)
 async def operations_page(request: Request, bearer: BearerDep):
     user = await page_user(request, bearer)
-    if not hasattr(user, "get_name"):
-        return user
     config = current_config()
     view = await run_in_threadpool(current_view)
     facts = await run_in_threadpool(airflow_facts, config)
@@ -183,8 +175,6 @@ async def operations_page(request: Request, bearer: BearerDep):
 async def dora_page(request: Request, bearer: BearerDep, env: str | None = None, days: int = 30,
                     service: str | None = None):
     user = await page_user(request, bearer)
-    if not hasattr(user, "get_name"):
-        return user
     view = await run_in_threadpool(current_view)
     env, days = _env(view, env), _days(days)
     data = view.dora(env, days, model.now_utc(), service or None)

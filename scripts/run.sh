@@ -129,10 +129,34 @@ trap stop INT TERM HUP
 run() { local rc=0; "$@" & step=$!; wait "$step" || rc=$?; step=""; return "$rc"; }
 
 mkdir -p "$AIRFLOW_HOME"
+# The metadata database. Airflow's default is a SQLite file in $AIRFLOW_HOME, written by the
+# scheduler, the DAG processor, the triggerer and the API server at once. SQLite makes a writer
+# wait at most 5 s for another's lock; on a busy machine that is too short, and a run triggered
+# over REST fails with a 500 "Database error" (database is locked). So for that default file,
+# writers wait up to 60 s and the file is journaled in WAL mode (readers never block a writer).
+# A database you configured (environment, AIRFLOW_CONFIG) is used exactly as you set it.
+sqlite_db=$("$python" - "${AIRFLOW_CONFIG:-$AIRFLOW_HOME/airflow.cfg}" "$AIRFLOW_HOME" <<'PY'
+import configparser, os, sys
+
+cfg, home = sys.argv[1:]
+if not any(k.startswith("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") for k in os.environ):
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(cfg)
+    url = parser.get("database", "sql_alchemy_conn", fallback=f"sqlite:///{home}/airflow.db")
+    if url.startswith("sqlite:////") and "?" not in url:
+        print(url[len("sqlite:///"):])
+PY
+)
+if [ -n "$sqlite_db" ]; then
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$sqlite_db?timeout=60"
+fi
 # Fail before starting anything if the config is broken.
 run python -m release config check
 run python -m release gitops init
 run airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
+if [ -n "$sqlite_db" ]; then
+  "$python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' "$sqlite_db"
+fi
 run python -m release pools sync
 
 # What is paused is decided here, not left to whatever the database remembers.

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -99,6 +102,13 @@ class MakeRun:
 
     def log(self, tail: int = 3000) -> str:
         return self.log_path.read_text()[-tail:]
+
+    def explain(self, answer) -> str:
+        """An API answer, with the API server's log lines about it: a 500 only names an error id."""
+        said = re.findall(r"look for ID (\w+)", str(answer))
+        lines = self.log_path.read_text().splitlines()
+        at = next((n for n, line in enumerate(lines) if said and said[0] in line), len(lines))
+        return f"{answer}\n" + "\n".join(lines[at:at + 40])
 
     def processes(self) -> dict[int, psutil.Process]:
         """make's process tree, and every process anywhere with this run's AIRFLOW_HOME (a
@@ -217,6 +227,10 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         out = run.log_path.read_text()
         assert f"http://localhost:{port}" in out and "simple_auth_manager_passwords.json.generated" in out
         assert (run.data / "gitops.git" / "HEAD").exists()
+        # Airflow's default SQLite file, written by four processes at once, is journaled in WAL
+        # mode (readers never block a writer) and writers wait up to 60 s for a lock.
+        with sqlite3.connect(run.home / "airflow.db") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
         # Sandbox mode is said plainly: on the console and in the UI's title.
         assert "SANDBOX MODE" in out and "nothing real is built or deployed" in out
@@ -236,10 +250,17 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
 
         # A whole pipeline run, triggered over REST as the README says, reaches dev through the
         # execution API on this port (tasks default to localhost:8080 otherwise).
+        # Another writer holds the database's lock for 8 s, longer than SQLite's default 5 s
+        # wait: the trigger waits for it instead of failing with a 500 "Database error".
+        writer = sqlite3.connect(run.home / "airflow.db", isolation_level=None, check_same_thread=False)
+        writer.execute("BEGIN IMMEDIATE")
+        threading.Timer(8, lambda: (writer.execute("COMMIT"), writer.close())).start()
         t0 = time.monotonic()
         status, dag_run = call(f"{base}/api/v2/dags/service-a-pipeline/dagRuns", auth, method="POST",
-                               body={"logical_date": None, "conf": {"commit": COMMIT, "ref": "refs/tags/v1.2.0"}})
-        assert status == 200, dag_run
+                               body={"logical_date": None, "conf": {"commit": COMMIT, "ref": "refs/tags/v1.2.0"}},
+                               timeout=90)
+        assert status == 200, run.explain(dag_run)
+        assert time.monotonic() - t0 >= 7, "the trigger did not wait for the held lock: was it held?"
         run_id = dag_run["dag_run_id"]
         url = f"{base}/api/v2/dags/service-a-pipeline/dagRuns/{run_id}"
         deadline = time.monotonic() + 900  # generous: a deferral race can cost a 5-minute retry
@@ -296,7 +317,7 @@ def test_make_run_runs_a_pipeline_on_its_port_and_sigterm_stops_everything(tmp_p
         status, promote = call(f"{base}/api/v2/dags/promote/dagRuns", auth, method="POST", body={
             "logical_date": None, "conf": {"services": ["service-a"], "from_env": "dev", "to_env": "staging",
                                            "reason": "e2e: the Releases view shows it"}})
-        assert status == 200, promote
+        assert status == 200, run.explain(promote)
         promoted = wait_run(base, auth, "promote", promote["dag_run_id"], 600)
         assert promoted == "success", (promoted, _task_states(base, auth, "promote", promote["dag_run_id"]))
         assert get(f"{base}/release/api/matrix", None)[0] == 401  # release state only for logged-in users

@@ -89,3 +89,46 @@ def test_the_pipeline_records_the_commit_time_in_utc_and_refuses_a_time_without_
     for bad in ("2026-11-26T10:00:00", "yesterday", 12):
         with pytest.raises(ParamError, match="^commit_time: "):
             validate_params({"commit": COMMIT, "ref": "refs/tags/v1.0", "commit_time": bad})
+
+
+def test_a_view_built_on_the_last_commits_view_is_the_view_built_afresh(config):
+    """The cache builds each commit's view on the last one (appended entries indexed, unchanged
+    services' rows reused); a page must show exactly what a view built from nothing shows."""
+    state = build(config)
+    history, versions = HistoryParser(), VersionsParser()
+
+    def read(previous: ReleaseView | None, commit: str) -> ReleaseView:
+        texts = state.render(config.env_order)
+        envs = versions.parse(texts["registry/versions.yaml"])
+        entries, _ = history.parse(texts["registry/history.yaml"])
+        return ReleaseView(config, RegistryState(envs, entries), commit, previous=previous, kept=history.kept)
+
+    def afresh(commit: str) -> ReleaseView:
+        return ReleaseView(config, RegistryState(state.environments, list(state.entries)), commit)
+
+    view = read(None, "c1")
+    steps = [
+        lambda: state.deploy("prod", request_for(config, "service-b", "2.0", "9"), by="alice", run_id="r8"),
+        lambda: state.deploy("dev", request_for(config, "service-a", "1.4", "5"), by="alice", run_id="r9"),
+        lambda: state.undo("dev", "service-a", outcome="failed", by="release-platform", run_id="r10",
+                           reason="automatic rollback: smoke"),  # rewrites an entry: built afresh
+        lambda: state.deploy("staging", request_for(config, "service-a", "1.3", "3"), by="bob", run_id="r11"),
+    ]
+    for n, step in enumerate(steps, start=2):
+        before, sizes = view, {s: len(e) for s, e in view.by_service.items()}
+        step()
+        view, expected = read(view, f"c{n}"), afresh(f"c{n}")
+        assert view.rows == expected.rows and view.by_service == expected.by_service
+        assert view._order == expected._order
+        assert view.service("service-a") == expected.service("service-a")
+        assert view.matrix()["rows"] == expected.matrix()["rows"]
+        # The last commit's view is left as it was: a page still rendering it sees no change.
+        assert {s: len(e) for s, e in before.by_service.items()} == sizes
+    # An appended deployment reuses every untouched service's row, and copies the touched ones.
+    before = view
+    state.deploy("prod", request_for(config, "service-b", "2.1", "10"), by="alice", run_id="r12")
+    view = read(view, "c9")
+    assert history.kept == len(before.state.entries)
+    assert view.row_index["service-a"] is before.row_index["service-a"]
+    assert view.row_index["service-b"] is not before.row_index["service-b"]
+    assert len(before.by_service["service-b"]) == len(view.by_service["service-b"]) - 1

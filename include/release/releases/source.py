@@ -56,9 +56,15 @@ class HistoryParser:
         self._known: dict[str, HistoryEntry] = {}
         self._text: str | None = None  # the last text read, and its entries
         self._entries: list[HistoryEntry] = []
+        self.kept = 0
 
     def parse(self, text: str | None) -> tuple[list[HistoryEntry], int]:
-        entries, parsed = self._appended(text or "") or self._parse(text)
+        """The entries of `text`, and how many were parsed. After it, `kept` says how many leading
+        entries are the very objects the last parse returned (the rest were appended), else 0."""
+        last = self._entries
+        appended = self._appended(text or "")
+        entries, parsed = appended or self._parse(text)
+        self.kept = len(last) if appended else 0
         self._text, self._entries = text or "", entries
         return entries, parsed
 
@@ -235,7 +241,10 @@ class ReleasesCache:
             with registry_file.gc_paused():  # the view is millions of objects: no collector passes over them meanwhile
                 envs = self._versions.parse(self._read(commit, VERSIONS_FILE))
                 entries, parsed = self._history.parse(self._read(commit, HISTORY_FILE))
-                view = ReleaseView(self.config, RegistryState(envs, entries), commit)
+                # A deployment appends entries and rewrites a few services' versions: the last
+                # view's indexes and rows of everything else are reused, not rebuilt.
+                view = ReleaseView(self.config, RegistryState(envs, entries), commit,
+                                   previous=self._loaded.view if self._loaded else None, kept=self._history.kept)
             self._loaded = Loaded(commit, view, time.perf_counter() - t0, parsed)
             return self._loaded
 

@@ -26,6 +26,21 @@ from release.domain.values import Strict
 
 BACKUPS_DAG_ID = "velero-backups"
 DRILL_DAG_ID = "velero-restore-drill"
+# Task ids that mean something outside their DAG: a failure alert tells a failed backup or drill by
+# them (release.flows.notify.classify). The DAG builders name their tasks with these.
+BACKUP_GROUP = "backup"  # velero-backups: the group mapped over the environments
+DRILL_GROUP_PREFIX = "drill_"  # velero-restore-drill: one group per environment, drill_<env>
+DRILL_REPORT = "report"  # ... whose failure is the drill's
+
+
+def drill_group(env: str) -> str:
+    return f"{DRILL_GROUP_PREFIX}{env}"
+
+
+def drilled_env(task_id: str) -> str | None:
+    """The environment whose drill a task id belongs to ('drill_prod.report' -> 'prod'), else None."""
+    group = task_id.split(".", 1)[0]
+    return group.removeprefix(DRILL_GROUP_PREFIX) if "." in task_id and group.startswith(DRILL_GROUP_PREFIX) else None
 
 
 class BackupStarted(Strict):

@@ -13,12 +13,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from release.domain.backups import (
+    BACKUP_GROUP,
     BACKUPS_DAG_ID,
     DRILL_DAG_ID,
+    DRILL_REPORT,
     BackupRecord,
     BackupStarted,
     RestoreStarted,
     backup_envs,
+    drill_group,
     drill_mapping,
     drill_smoke_namespace,
     drill_verdict,
@@ -114,7 +117,7 @@ def build_backups_dag(config: PlatformConfig):
 
         # One group per environment, mapped at run time. The decorator is Airflow's only way to map
         # a group; inside it the tasks are wired like everywhere else.
-        @task_group(group_id="backup")
+        @task_group(group_id=BACKUP_GROUP)
         def backup(env: str):
             created = PythonOperator(task_id="create", python_callable=task_create_backup, op_kwargs={"env": env},
                                      retries=2)
@@ -134,8 +137,9 @@ def build_backups_dag(config: PlatformConfig):
 RESTORE, WAIT_RESTORE = "restore", "wait_restore"
 
 
-def drill_group(env: str) -> str:
-    return f"drill_{env}"
+def smoke_task_id(service: str) -> str:
+    """A drill's smoke test of `service` (its state is what `report` judges)."""
+    return f"smoke_{service}"
 
 
 def pulled_restore(ti, env: str) -> RestoreStarted | None:
@@ -199,9 +203,10 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
 def task_report_drill(env: str, services: list[str], **context) -> dict:
     """Judge the drill from what its tasks left (restore, wait, smoke states) and record it."""
     ti, group = context["ti"], drill_group(env)
-    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[f"{group}.smoke_{s}" for s in services],
+    task_ids = {s: f"{group}.{smoke_task_id(s)}" for s in services}
+    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=list(task_ids.values()),
                                 run_ids=[ti.run_id]).get(ti.run_id, {})
-    smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
+    smoke = {s: states.get(task_id) or "none" for s, task_id in task_ids.items()}
     record = drill_verdict(env, pulled_restore(ti, env), pulled_restored_phase(ti, env), smoke, ti.run_id,
                            datetime.now(timezone.utc))
     write_record(load_config(), "drills", record, record.restore or f"unstarted-{record.recorded_at}")
@@ -291,11 +296,11 @@ def build_drill_dag(config: PlatformConfig):
                 # and call the restored services by their scratch-namespace DNS names (fixed names,
                 # from the config: no template).
                 scratch = drill_smoke_namespace(config, env)
-                smokes = [pod_operator(f"smoke_{s}", steps.smoke(config, s, env, namespace=scratch), service=s,
+                smokes = [pod_operator(smoke_task_id(s), steps.smoke(config, s, env, namespace=scratch), service=s,
                                        commit="drill", namespace=environment.namespace,
                                        kubernetes_conn_id=environment.kubernetes_conn_id)
                           for s in services]
-                report = PythonOperator(task_id="report", trigger_rule="all_done", python_callable=task_report_drill,
+                report = PythonOperator(task_id=DRILL_REPORT, trigger_rule="all_done", python_callable=task_report_drill,
                                         op_kwargs={"env": env, "services": services})
                 cleanup = PythonOperator(task_id="delete_scratch_namespaces", python_callable=task_delete_scratch,
                                          op_kwargs={"env": env})

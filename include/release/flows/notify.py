@@ -379,8 +379,8 @@ def classify(dag_id: str, task_id: str) -> tuple[str, str]:
         return PROMOTION_BLOCKED, f"Promotion blocked at {task_id}"
     if dag_id == BACKUPS_DAG_ID and task_id.startswith(f"{BACKUP_GROUP}."):
         return BACKUP_FAILED, f"Velero backup failed ({task_id})"
-    if dag_id == DRILL_DAG_ID and task_id.endswith(f".{DRILL_REPORT}") and drilled_env(task_id):
-        return DRILL_FAILED, f"Restore drill failed ({drilled_env(task_id)})"
+    if dag_id == DRILL_DAG_ID and task_id.endswith(f".{DRILL_REPORT}") and (env := drilled_env(task_id)):
+        return DRILL_FAILED, f"Restore drill failed ({env})"
     return TASK_FAILED, f"Task {dag_id}.{task_id} failed"
 
 

@@ -36,7 +36,9 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from release.domain.config import PlatformConfig, load_config
-from release.domain.rescan import Evaluation, Finding, Recorded, RescanError, Target, evaluate_target, finding_message
+from release.domain.rescan import (
+    Evaluation, EvidenceUpdate, Finding, Recorded, RescanError, Target, evaluate_target, finding_message,
+)
 from release.flows.outcome import fail_task
 
 DAG_ID = "image-rescan"
@@ -116,7 +118,7 @@ def pod_kwargs(target: dict) -> dict:
 def evaluate_all(config: PlatformConfig, targets: list[Target], state, artifacts_dir: Path, *, today: date,
                  run_id: str, scanned_at: str) -> Evaluation:
     """Judge every target's report; a bad one is an error for that target only."""
-    updates: dict[str, dict] = {}
+    updates: dict[str, dict[str, EvidenceUpdate]] = {}
     findings, errors, lines = [], [], []
     for target in targets:
         where = target.where()

@@ -59,6 +59,20 @@ def test_a_failed_promote_check_is_named_a_blocked_promotion(bag):
     assert classify("promote", "hand_over")[0] == TASK_FAILED
 
 
+
+def test_a_failed_backup_or_drill_is_named_for_what_it_is(bag, config):
+    """notify tells a failed backup and a failed drill by the Velero DAGs' own task ids: every task
+    of the backup group, and each drilled environment's report, and nothing else."""
+    from release.flows.notify import BACKUP_FAILED, DRILL_FAILED, TASK_FAILED, classify
+
+    backups = bag.dags["velero-backups"].task_ids
+    assert {classify("velero-backups", t)[0] for t in backups if t != "environments"} == {BACKUP_FAILED}
+    assert classify("velero-backups", "environments")[0] == TASK_FAILED
+    drill = bag.dags["velero-restore-drill"].task_ids
+    alerts = {t: classify("velero-restore-drill", t) for t in drill if classify("velero-restore-drill", t)[0] == DRILL_FAILED}
+    assert alerts == {f"drill_{env}.report": (DRILL_FAILED, f"Restore drill failed ({env})") for env in config.drill_envs()}
+
+
 NIGHTLY = {"velero-backups": "backups", "velero-restore-drill": "restore_drill", "image-rescan": "rescan"}
 
 

@@ -72,3 +72,20 @@ def test_affected_command(tmp_path):
     paths.write_text("../outside\n")
     bad = subprocess.run([sys.executable, "-m", "release", "affected", "--paths-file", str(paths)], capture_output=True, text=True)
     assert bad.returncode == 2 and "--paths-file: paths[0] '../outside'" in bad.stderr
+
+
+def test_each_pipeline_gets_exactly_its_params_and_the_plan_is_typed(config):
+    """The conf a trigger hands on is exactly what `<service>-pipeline` declares as params (an extra
+    key would be an unknown param, a missing one a default the commit did not ask for), and the plan
+    the affected task pushes reads back as the same DispatchPlan."""
+    from release.domain.plans import DispatchPlan, plan_dispatch
+    from release.flows.pipeline import build_pipeline_dag
+
+    plan = plan_dispatch({"after": AFTER, "ref": "refs/tags/v1.2.0", "pr": None, "commit_time": "2026-11-26T11:00:00+01:00",
+                          "changed_paths": ["services/service-b/app/main.py"]}, config)
+    assert plan.services == ["service-b"] and plan.commit_time == "2026-11-26T10:00:00Z"
+    conf = plan.pipeline_conf()
+    assert set(conf) == set(build_pipeline_dag(config, "service-b").params)
+    assert conf == {"commit": AFTER, "ref": "refs/tags/v1.2.0", "pr": None,
+                    "changed_paths": ["services/service-b/app/main.py"], "commit_time": "2026-11-26T10:00:00Z"}
+    assert DispatchPlan.model_validate(json.loads(json.dumps(plan.model_dump(mode="json")))) == plan

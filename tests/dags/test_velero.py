@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from release.domain.backups import read_records, scratch_namespace
 from sandbox.validation import validate_crd
@@ -227,8 +228,21 @@ def test_a_backup_that_finished_just_as_the_wait_ran_out_is_judged_by_its_phase(
     while nightly.get("backups", "velero", "release-dev-x").get("status", {}).get("phase") != "Completed":
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    sensor = velero.VeleroSensor(task_id="wait", timeout_minutes=1,
-                                 target={"kubernetes_conn_id": "k8s_dev", "kind": "Backup", "namespace": "velero",
-                                         "name": "release-dev-x", "env": "dev"})
+    seen = []
+
+    class Recording(velero.VeleroSensor):
+        def on_outcome(self, outcome, context) -> None:
+            seen.append(outcome)
+
+    target = {"kubernetes_conn_id": "k8s_dev", "kind": "Backup", "namespace": "velero", "name": "release-dev-x", "env": "dev"}
+    sensor = Recording(task_id="wait", timeout_minutes=1, target=target)
     outcome = sensor.execute_complete({}, {"status": "timeout", "phase": "InProgress"})
     assert outcome["timed_out"] is False and outcome["status"]["phase"] == "Completed"
+    # on_outcome gets the typed outcome; the XCom is the same as JSON, with the target as it came.
+    (typed,) = seen
+    assert isinstance(typed, velero.VeleroOutcome) and typed.status.phase == "Completed" and typed.target.env == "dev"
+    assert outcome == typed.model_dump(mode="json") and outcome["target"] == target
+    # A creating task that handed over something else fails the wait naming the field.
+    with pytest.raises(ValidationError, match="namespace"):
+        velero.VeleroSensor(task_id="wait2", timeout_minutes=1,
+                            target={k: v for k, v in target.items() if k != "namespace"}).execute({})

@@ -109,7 +109,7 @@ def test_velero_wait_times_out_at_its_original_deadline_after_a_triggerer_restar
     manifest = velero.backup_manifest(config, "prod", name="prod-stuck", dag_id="velero-backups", run_id="r1")
     created = velero.create(sandbox.conn_id, manifest)
     target = {"kubernetes_conn_id": sandbox.conn_id, "kind": "Backup",
-              "namespace": created["metadata"]["namespace"], "name": created["metadata"]["name"]}
+              "namespace": created["metadata"]["namespace"], "name": created["metadata"]["name"], "env": "prod"}
     sensor = velero.VeleroSensor(task_id="wait_backup", target=target, timeout_minutes=60, poll_interval=0.05)
     trigger = deferred(sensor)
     deadline = trigger.serialize()[1]["deadline"]

@@ -66,9 +66,9 @@ def test_dispatch_params(config, params):
         assert field_of(str(exc)) in {"before", "commit", "ref", "pr", "changed_paths"}, exc
         return
     services = {n: (s.path, s.watch) for n, s in config.services.items()}
-    assert result["services"] == naive_affected(services, result["changed_paths"])
-    assert all(".." not in p.split("/") and not p.startswith("/") for p in result["changed_paths"])
-    assert COMMIT_RE.fullmatch(result["commit"])
+    assert result.services == naive_affected(services, result.changed_paths)
+    assert all(".." not in p.split("/") and not p.startswith("/") for p in result.changed_paths)
+    assert COMMIT_RE.fullmatch(result.commit)
 
 
 # -- promote and rollback: planned against a registry state ------------------------------------

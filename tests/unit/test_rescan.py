@@ -129,28 +129,41 @@ def state(config):
 
 def test_one_target_per_deployment_skipping_services_that_run_nowhere(config, state):
     targets = rescan.list_targets(config, state, "scheduled__2026-11-26T03:00:00+00:00")
-    assert [(t["env"], t["service"], t["version"]) for t in targets] == [
+    assert [(t.env, t.service, t.version) for t in targets] == [
         ("dev", "service-a", "1.1"), ("dev", "service-b", "2.0"), ("staging", "service-a", "1.0")]
     a = targets[0]
-    assert a["image"] == state.current("dev")["service-a"].image
-    assert a["report"] == "rescan/scheduled__2026-11-26T03-00-00-00-00/dev/service-a/trivy.json"
-    assert set(rescan.pod_kwargs(a)) == {"name", "arguments", "labels"}
-    labels = a["pod"]["labels"]
+    assert a.image == state.current("dev")["service-a"].image
+    assert a.report == "rescan/scheduled__2026-11-26T03-00-00-00-00/dev/service-a/trivy.json"
+    assert set(rescan.pod_kwargs(a.model_dump(mode="json"))) == {"name", "arguments", "labels"}
+    labels = a.pod["labels"]
     assert labels["release-platform/env"] == "dev" and labels["release-platform/service"] == "service-a"
     assert labels["release-platform/step"] == "rescan" and labels["release-platform/commit"] == "ab" * 20
     assert labels["release-platform/run"] == "scheduled__2026-11-26T03-00-00-00-00"
-    assert targets[1]["pod"]["labels"]["release-platform/commit"] == "unknown"
+    assert targets[1].pod["labels"]["release-platform/commit"] == "unknown"
+
+
+def test_targets_travel_as_json_and_come_back_the_same(config, state):
+    """What the targets task pushes is plain JSON with the keys an operator sees in the XCom tab;
+    evaluate reads back exactly the targets that were listed, and a malformed one names its field."""
+    from pydantic import ValidationError
+
+    targets = rescan.list_targets(config, state, "run-1")
+    pushed = json.loads(json.dumps(rescan.TARGET_LIST.dump_python(targets, mode="json")))
+    assert set(pushed[0]) == {"env", "service", "version", "image", "report", "pod"}
+    assert rescan.TARGET_LIST.validate_python(pushed) == targets
+    with pytest.raises(ValidationError, match="image"):
+        rescan.pod_kwargs({k: v for k, v in pushed[0].items() if k != "image"})
 
 
 def test_the_scan_is_the_pipelines_trivy_command_on_the_deployed_digest(config, state):
     from release.k8s import steps
 
     (a, *_) = rescan.list_targets(config, state, "manual__1")
-    args = a["pod"]["arguments"]
+    args = a.pod["arguments"]
     pipeline = steps.scan(config, "service-a").args
-    assert len(args) == len(pipeline) and args[0] == "image" and args[-1] == a["image"]
-    assert args[args.index("--output") + 1] == f"/artifacts/{a['report']}"
-    assert [x for x in args if x not in (a["image"], f"/artifacts/{a['report']}")] == \
+    assert len(args) == len(pipeline) and args[0] == "image" and args[-1] == a.image
+    assert args[args.index("--output") + 1] == f"/artifacts/{a.report}"
+    assert [x for x in args if x not in (a.image, f"/artifacts/{a.report}")] == \
         [x for x in pipeline if "{{" not in x]
     assert rescan.rescan_step(config).image == config.pipelines.tools.trivy
 
@@ -167,8 +180,8 @@ def test_run_key_is_a_label_value_and_a_folder(run_id):
 # -- evaluating reports ---------------------------------------------------------------------------
 
 
-def write(artifacts: Path, target: dict, content: str) -> None:
-    path = artifacts / target["report"]
+def write(artifacts: Path, target: rescan.Target, content: str) -> None:
+    path = artifacts / target.report
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
 
@@ -184,14 +197,23 @@ def test_evaluate_all_records_changes_and_names_bad_reports(config, state, tmp_p
             state.environments[env][service] = replace(d, evidence={
                 "scan": judged(report("alpine-310.json"), scan_policy_for(config, service, env)).to_dict()})
     result = rescan.evaluate_all(config, targets, state, tmp_path, today=TODAY, run_id="run-1", scanned_at="T")
-    update = result["updates"]["dev"]["service-a"]
-    assert list(result["updates"]) == ["dev"] and update["version"] == "1.1" and update["image"] == dev_a["image"]
-    assert update["rescan"]["passed"] is False and update["rescan"]["new_blocking"] == [CRITICAL]
-    assert update["rescan"]["summary"]["blocking"] == [CRITICAL]
-    assert result["new_findings"] == [{"service": "service-a", "env": "dev", "version": "1.1", "image": dev_a["image"],
-                                       "cves": [CRITICAL], "threshold": "HIGH"}]
-    errors = "\n".join(result["errors"])
-    assert len(result["errors"]) == 2
+    update = result.updates["dev"]["service-a"]
+    assert list(result.updates) == ["dev"] and update.version == "1.1" and update.image == dev_a.image
+    assert update.rescan.passed is False and update.rescan.new_blocking == [CRITICAL]
+    assert update.rescan.summary["blocking"] == [CRITICAL]
+    assert result.new_findings == [judge.Finding(service="service-a", env="dev", version="1.1", image=dev_a.image,
+                                                 cves=[CRITICAL], threshold="HIGH")]
+    # What the evaluate task pushes and the registry writer takes: the JSON keys the platform always wrote.
+    pushed = json.loads(json.dumps(result.model_dump(mode="json")))
+    assert set(pushed) == {"updates", "new_findings", "errors", "lines"}
+    assert set(pushed["updates"]["dev"]["service-a"]["rescan"]) == {
+        "passed", "blocking", "new_blocking", "summary", "scanned_at", "run_id", "image"}
+    assert pushed["new_findings"][0] == {"service": "service-a", "env": "dev", "version": "1.1",
+                                         "image": dev_a.image, "cves": [CRITICAL], "threshold": "HIGH"}
+    assert judge.Evaluation.model_validate(pushed) == result
+    assert result.registry_updates() == pushed["updates"] and result.update_count() == 1
+    errors = "\n".join(result.errors)
+    assert len(result.errors) == 2
     assert "dev/service-b 2.0" in errors and "is not JSON" in errors
     assert "staging/service-a 1.0" in errors and "no readable Trivy report" in errors
 
@@ -200,7 +222,7 @@ def test_a_report_that_is_not_trivy_json_is_an_error_for_its_target(config, stat
     (target, *_) = rescan.list_targets(config, state, "run-1")
     write(tmp_path, target, (TRIVY / "alpine-310.sarif").read_text())
     result = rescan.evaluate_all(config, [target], state, tmp_path, today=TODAY, run_id="run-1", scanned_at="T")
-    assert result["updates"] == {} and "dev/service-a" in result["errors"][0] and "SARIF" in result["errors"][0]
+    assert result.updates == {} and "dev/service-a" in result.errors[0] and "SARIF" in result.errors[0]
 
 
 def test_a_target_redeployed_meanwhile_is_skipped(config, state, tmp_path):
@@ -208,13 +230,13 @@ def test_a_target_redeployed_meanwhile_is_skipped(config, state, tmp_path):
     write(tmp_path, target, json.dumps(with_critical()))
     state.deploy("dev", request_for(config, "service-a", "1.2", "4"), by="alice", run_id="r", at="t")
     result = rescan.evaluate_all(config, [target], state, tmp_path, today=TODAY, run_id="run-1", scanned_at="T")
-    assert result["updates"] == {} and result["errors"] == [] and "no longer deployed" in result["lines"][0]
+    assert result.updates == {} and result.errors == [] and "no longer deployed" in result.lines[0]
 
 
 def test_notify_names_service_env_digest_and_cves(capfd, caplog):
     image = "registry.local:5000/release/service-a@sha256:" + "3" * 64
-    messages = rescan.notify_new_findings([{"service": "service-a", "env": "prod", "version": "1.1", "image": image,
-                                            "cves": [CRITICAL, "CVE-2019-1549"], "threshold": "HIGH"}])
+    messages = rescan.notify_new_findings([judge.Finding(service="service-a", env="prod", version="1.1", image=image,
+                                                         cves=[CRITICAL, "CVE-2019-1549"], threshold="HIGH")])
     (message,) = messages
     assert "service-a in prod runs " + image in message and f"{CRITICAL}, CVE-2019-1549" in message
     captured = capfd.readouterr()  # the task log: stdout or the logging handlers, depending on what set logging up

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from release.domain.backups import backup_envs, drill_verdict, newest_completed, scratch_namespace
+from release.domain.backups import RestoreStarted, backup_envs, drill_verdict, newest_completed, scratch_namespace
 from release.domain.config import parse_config
 from sandbox.validation import DNS_LABEL, validate_crd
 from release.k8s.velero import Results, VeleroStatus, backup_manifest, object_name, restore_manifest
@@ -87,17 +87,45 @@ def test_the_drill_restores_the_newest_completed_backup_of_its_own_env():
     assert newest_completed(items, "dev") is None
 
 
+RESTORE = RestoreStarted(kubernetes_conn_id="k8s_prod", namespace="velero", name="drill-1", env="prod", backup="b",
+                         mapping={"apps-prod": "drill-x"}, started="2026-11-26T04:00:00Z", scratch="drill-x")
+
+
 def test_a_drill_passes_only_when_restored_and_every_smoke_test_passed():
-    restore = {"name": "drill-1", "backup": "b", "mapping": {"apps-prod": "drill-x"}, "started": "2026-11-26T04:00:00Z"}
-    done = {"status": {"phase": "Completed"}}
     end = datetime(2026, 11, 26, 4, 2, 30, tzinfo=timezone.utc)
-    ok = drill_verdict("prod", restore, done, {"a": "success", "b": "success"}, "r", end)
+    ok = drill_verdict("prod", RESTORE, "Completed", {"a": "success", "b": "success"}, "r", end)
     assert ok.problems == [] and ok.smoke_passed and ok.restored and ok.recovery_seconds == 150.0
-    smoke_failed = drill_verdict("prod", restore, done, {"a": "success", "b": "failed"}, "r", end)
+    assert (ok.backup, ok.restore, ok.namespaces, ok.restore_phase) == ("b", "drill-1", {"apps-prod": "drill-x"}, "Completed")
+    smoke_failed = drill_verdict("prod", RESTORE, "Completed", {"a": "success", "b": "failed"}, "r", end)
     assert smoke_failed.problems == ["smoke tests did not pass against the restored copy: b"]
     assert smoke_failed.recovery_seconds is None and not smoke_failed.smoke_passed
-    not_restored = drill_verdict("prod", restore, None, {"a": "upstream_failed"}, "r", end)
+    not_restored = drill_verdict("prod", RESTORE, None, {"a": "upstream_failed"}, "r", end)
     assert not not_restored.restored and "did not complete" in not_restored.problems[0]
+    never_started = drill_verdict("prod", None, None, {"a": "upstream_failed"}, "r", end)
+    assert never_started.problems[0] == "the restore was never started"
+    assert (never_started.backup, never_started.restore, never_started.namespaces) == (None, None, {})
+
+
+def test_what_the_velero_tasks_hand_on_is_typed_and_keeps_its_json_keys():
+    """The creating tasks push these as JSON; the sensor and the drill's report read them back,
+    telling a Backup from a Restore by `kind`, and a target with a field missing fails naming it."""
+    from pydantic import ValidationError
+
+    from release.domain.backups import VELERO_TARGET, BackupStarted
+
+    backup = BackupStarted(kubernetes_conn_id="k8s_dev", namespace="velero", name="release-dev-1", env="dev")
+    pushed = backup.model_dump(mode="json")
+    assert pushed == {"kubernetes_conn_id": "k8s_dev", "kind": "Backup", "namespace": "velero",
+                      "name": "release-dev-1", "env": "dev"}
+    assert VELERO_TARGET.validate_python(pushed) == backup
+    restore = RESTORE.model_dump(mode="json")
+    assert set(restore) == {"kubernetes_conn_id", "kind", "namespace", "name", "env", "backup", "mapping", "started",
+                            "scratch"} and restore["kind"] == "Restore"
+    assert VELERO_TARGET.validate_python(restore) == RESTORE
+    with pytest.raises(ValidationError, match="backup"):
+        VELERO_TARGET.validate_python({k: v for k, v in restore.items() if k != "backup"})
+    with pytest.raises(ValidationError, match="kind"):
+        VELERO_TARGET.validate_python({**pushed, "kind": "Schedule"})
 
 
 @pytest.mark.parametrize("nightly, message", [

@@ -3,6 +3,11 @@
 Every backup and every drill leaves a record (JSON, one file each) in the artifact store
 under `velero/`, where `python -m release backups` and a dashboard can read them without
 cluster access. The DAGs are in `release.flows.backups`.
+
+What the DAGs' tasks hand each other is typed here too: the Velero object a task created
+(`BackupStarted`, `RestoreStarted`: what the Velero sensor waits for), and the records. They
+travel through XCom as `model_dump(mode="json")`, keys = field names, and are read back with
+`model_validate`, so a task given something else fails naming the field.
 """
 
 from __future__ import annotations
@@ -10,18 +15,67 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, TypeAdapter
 
 from release.domain.config import PlatformConfig
+from release.domain.values import Strict
 
 BACKUPS_DAG_ID = "velero-backups"
 DRILL_DAG_ID = "velero-restore-drill"
+# Task ids that mean something outside their DAG: a failure alert tells a failed backup or drill by
+# them (release.flows.notify.classify). The DAG builders name their tasks with these.
+BACKUP_GROUP = "backup"  # velero-backups: the group mapped over the environments
+DRILL_GROUP_PREFIX = "drill_"  # velero-restore-drill: one group per environment, drill_<env>
+DRILL_REPORT = "report"  # ... whose failure is the drill's
 
 
-@dataclass(frozen=True)
-class BackupRecord:
+def drill_group(env: str) -> str:
+    return f"{DRILL_GROUP_PREFIX}{env}"
+
+
+def drilled_env(task_id: str) -> str | None:
+    """The environment whose drill a task id belongs to ('drill_prod.report' -> 'prod'), else None."""
+    group = task_id.split(".", 1)[0]
+    return group.removeprefix(DRILL_GROUP_PREFIX) if "." in task_id and group.startswith(DRILL_GROUP_PREFIX) else None
+
+
+class BackupStarted(Strict):
+    """A Backup the platform created: where it is (cluster connection, Velero namespace, name)
+    and which environment it backs up."""
+
+    kubernetes_conn_id: str
+    kind: Literal["Backup"] = "Backup"
+    namespace: str
+    name: str
+    env: str
+
+
+class RestoreStarted(Strict):
+    """A drill's Restore: where it is, the backup it restores, each live namespace -> its scratch
+    copy, when it was requested (recovery time is measured from here) and where the smoke tests
+    call the restored services."""
+
+    kubernetes_conn_id: str
+    kind: Literal["Restore"] = "Restore"
+    namespace: str
+    name: str
+    env: str
+    backup: str
+    mapping: dict[str, str]
+    started: str  # UTC ISO-8601
+    scratch: str
+
+
+# What the Velero sensor waits for: either, told apart by `kind`.
+VeleroTarget = Annotated[Union[BackupStarted, RestoreStarted], Field(discriminator="kind")]
+VELERO_TARGET: TypeAdapter[BackupStarted | RestoreStarted] = TypeAdapter(VeleroTarget)
+
+
+class BackupRecord(Strict):
     env: str
     name: str
     phase: str
@@ -38,8 +92,7 @@ class BackupRecord:
     recorded_at: str
 
 
-@dataclass(frozen=True)
-class DrillRecord:
+class DrillRecord(Strict):
     env: str
     backup: str | None
     restore: str | None
@@ -51,7 +104,7 @@ class DrillRecord:
     recovery_seconds: float | None  # restore requested -> smoke tests done
     problems: list[str]
     run_id: str
-    recorded_at: str = field(default_factory=lambda: now_text())
+    recorded_at: str = Field(default_factory=lambda: now_text())
 
 
 def now_text() -> str:
@@ -69,7 +122,7 @@ def write_record(config: PlatformConfig, kind: str, record: BackupRecord | Drill
     path = folder / f"{name}.json"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
-        json.dump(asdict(record), f, indent=2, sort_keys=True)
+        json.dump(record.model_dump(mode="json"), f, indent=2, sort_keys=True)
     os.replace(tmp, path)
     return path
 
@@ -119,24 +172,25 @@ def newest_completed(backups: list[dict], env: str) -> dict | None:
     return max(ours, key=lambda b: b["status"].get("completionTimestamp") or "", default=None)
 
 
-def drill_verdict(env: str, restore: dict | None, restored: dict | None, smoke: dict[str, str],
+def drill_verdict(env: str, restore: RestoreStarted | None, restored_phase: str | None, smoke: dict[str, str],
                   run_id: str, finished: datetime) -> DrillRecord:
-    """What the drill proved. `restored` is the wait's outcome (None when it failed)."""
+    """What the drill proved. `restore` is what the restore task started (None when it failed);
+    `restored_phase` the phase the wait saw pass (None when the wait failed)."""
     problems = []
-    phase = (restored or {}).get("status", {}).get("phase")
     if restore is None:
         problems.append("the restore was never started")
-    elif restored is None:
-        problems.append(f"restore {restore['name']} did not complete (see the wait task's log)")
+    elif restored_phase is None:
+        problems.append(f"restore {restore.name} did not complete (see the wait task's log)")
     failed = sorted(s for s, state in smoke.items() if state != "success")
     if failed:
         problems.append(f"smoke tests did not pass against the restored copy: {', '.join(failed)}")
     recovery = None
-    if restore and restored and not failed:
-        started = datetime.fromisoformat(restore["started"].replace("Z", "+00:00"))
+    if restore and restored_phase and not failed:
+        started = datetime.fromisoformat(restore.started.replace("Z", "+00:00"))
         recovery = round((finished - started).total_seconds(), 1)
     return DrillRecord(
-        env=env, backup=(restore or {}).get("backup"), restore=(restore or {}).get("name"),
-        namespaces=(restore or {}).get("mapping", {}), restored=restored is not None, restore_phase=phase,
-        smoke_passed=not failed and bool(smoke), smoke=smoke, recovery_seconds=recovery, problems=problems, run_id=run_id,
+        env=env, backup=restore.backup if restore else None, restore=restore.name if restore else None,
+        namespaces=restore.mapping if restore else {}, restored=restored_phase is not None,
+        restore_phase=restored_phase, smoke_passed=not failed and bool(smoke), smoke=smoke,
+        recovery_seconds=recovery, problems=problems, run_id=run_id,
     )

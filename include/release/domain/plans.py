@@ -16,7 +16,7 @@ from release.domain.config import PlatformConfig
 from release.domain.gates import PromotionError, mapping, recorded, smoke_passed
 from release.domain.plan_models import PlanItem, PromotedItem, Promotion, Rollback
 from release.domain.registry import NoRollbackTarget
-from release.domain.values import DNS1123_LABEL, MAX_REASON, USER_RE, VERSION_RE
+from release.domain.values import DNS1123_LABEL, MAX_REASON, USER_RE, VERSION_RE, Strict
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^refs/(heads|tags)/[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$|^refs/pull/[0-9]{1,9}/(head|merge)$")
@@ -66,7 +66,26 @@ def pipeline_requester(triggering_user: str | None) -> str:
     return triggering_user if triggering_user and USER_RE.fullmatch(triggering_user) else "release-platform"
 
 
-def plan_dispatch(params: dict, config: PlatformConfig) -> dict:
+class DispatchPlan(Strict):
+    """A commit checked as each pipeline will check it, and the services it affects (config order).
+
+    `release-dispatch` pushes it as its `plan` XCom and hands `pipeline_conf()` to every pipeline
+    it triggers; the GitHub webhook plans the same way to refuse a bad delivery before triggering.
+    """
+
+    commit: str
+    ref: str
+    pr: int | None
+    changed_paths: list[str]
+    commit_time: str | None
+    services: list[str]
+
+    def pipeline_conf(self) -> dict[str, Any]:
+        """What each triggered `<service>-pipeline` runs with: exactly its params."""
+        return self.model_dump(mode="json", include={"commit", "ref", "pr", "changed_paths", "commit_time"})
+
+
+def plan_dispatch(params: dict, config: PlatformConfig) -> DispatchPlan:
     """The validated trigger and the services it affects, in config order."""
     before = params.get("before")
     if before is not None and (not isinstance(before, str) or not COMMIT_RE.fullmatch(before)):
@@ -77,8 +96,8 @@ def plan_dispatch(params: dict, config: PlatformConfig) -> dict:
         paths = validate_paths(params.get("changed_paths") or [])
     except ValueError as exc:
         raise ParamError(f"changed_paths: {exc}") from None
-    return {"commit": facts["commit"], "ref": facts["ref"], "pr": facts["pr"], "changed_paths": paths,
-            "commit_time": facts["commit_time"], "services": AffectedIndex.from_config(config).affected(paths)}
+    return DispatchPlan(commit=facts["commit"], ref=facts["ref"], pr=facts["pr"], changed_paths=paths,
+                        commit_time=facts["commit_time"], services=AffectedIndex.from_config(config).affected(paths))
 
 
 # -- promote and rollback --------------------------------------------------------------------

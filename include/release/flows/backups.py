@@ -9,14 +9,19 @@ and how long recovery took.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from release.domain.backups import (
+    BACKUP_GROUP,
     BACKUPS_DAG_ID,
     DRILL_DAG_ID,
+    DRILL_REPORT,
     BackupRecord,
+    BackupStarted,
+    RestoreStarted,
     backup_envs,
+    drill_group,
     drill_mapping,
     drill_smoke_namespace,
     drill_verdict,
@@ -26,6 +31,9 @@ from release.domain.backups import (
 )
 from release.domain.config import PlatformConfig, load_config
 from release.flows.outcome import fail_task
+
+if TYPE_CHECKING:
+    from release.k8s.velero import VeleroOutcome
 
 
 # -- velero-backups tasks -------------------------------------------------------------------------
@@ -50,16 +58,17 @@ def task_create_backup(env: str, **context) -> dict:
     spec, name = manifest["spec"], created["metadata"]["name"]
     print(f"Backup {manifest['metadata']['namespace']}/{name} of {', '.join(spec['includedNamespaces'])}: "
           f"ttl {spec['ttl']}, location {spec['storageLocation']}, volume snapshots {spec['snapshotVolumes']}")
-    return {"kubernetes_conn_id": conn_id, "kind": "Backup", "namespace": created["metadata"]["namespace"],
-            "name": name, "env": env}
+    started = BackupStarted(kubernetes_conn_id=conn_id, namespace=created["metadata"]["namespace"], name=name, env=env)
+    return started.model_dump(mode="json")
 
 
-def record_backup(outcome: dict, run_id: str) -> BackupRecord:
-    s = outcome["status"]
+def record_backup(outcome: VeleroOutcome, run_id: str) -> BackupRecord:
+    """Write the record of a backup the sensor saw end, passed or failed."""
+    s = outcome.status
     record = BackupRecord(
-        env=outcome["target"]["env"], name=s["name"], phase=s["phase"], started=s["started"], completed=s["completed"],
-        items_backed_up=s["items_done"], items_total=s["items_total"], errors=s["errors"], warnings=s["warnings"],
-        error_messages=outcome["errors"], warning_messages=outcome["warnings"], timed_out=outcome["timed_out"],
+        env=outcome.target.env, name=s.name, phase=s.phase, started=s.started, completed=s.completed,
+        items_backed_up=s.items_done, items_total=s.items_total, errors=s.errors, warnings=s.warnings,
+        error_messages=outcome.errors, warning_messages=outcome.warnings, timed_out=outcome.timed_out,
         run_id=run_id, recorded_at=now_text(),
     )
     write_record(load_config(), "backups", record, record.name)
@@ -94,7 +103,7 @@ def build_backups_dag(config: PlatformConfig):
     from release.k8s.velero import VeleroSensor
 
     class BackupSensor(VeleroSensor):
-        def on_outcome(self, outcome: dict, context) -> None:
+        def on_outcome(self, outcome: VeleroOutcome, context) -> None:
             record = record_backup(outcome, context["run_id"])
             self.log.info("Recorded backup %s of %s: %s", record.name, record.env, record.phase)
 
@@ -106,7 +115,9 @@ def build_backups_dag(config: PlatformConfig):
     ) as dag:
         envs = PythonOperator(task_id="environments", python_callable=task_environments)
 
-        @task_group(group_id="backup")  # one group per environment, mapped at run time
+        # One group per environment, mapped at run time. The decorator is Airflow's only way to map
+        # a group; inside it the tasks are wired like everywhere else.
+        @task_group(group_id=BACKUP_GROUP)
         def backup(env: str):
             created = PythonOperator(task_id="create", python_callable=task_create_backup, op_kwargs={"env": env},
                                      retries=2)
@@ -120,12 +131,29 @@ def build_backups_dag(config: PlatformConfig):
 
 # -- velero-restore-drill ----------------------------------------------------------------------------
 
-# The drill's task ids whose XComs `report` reads, inside the environment's group.
+# The drill's task ids whose XComs `report` reads, inside the environment's group: restore (a
+# `RestoreStarted`) and wait_restore (a `VeleroOutcome`). The readers below are the only places
+# they are pulled.
 RESTORE, WAIT_RESTORE = "restore", "wait_restore"
 
 
-def drill_group(env: str) -> str:
-    return f"drill_{env}"
+def smoke_task_id(service: str) -> str:
+    """A drill's smoke test of `service` (its state is what `report` judges)."""
+    return f"smoke_{service}"
+
+
+def pulled_restore(ti, env: str) -> RestoreStarted | None:
+    """The restore the drill of `env` started; None when the restore task failed."""
+    raw = ti.xcom_pull(task_ids=f"{drill_group(env)}.{RESTORE}")
+    return None if raw is None else RestoreStarted.model_validate(raw)
+
+
+def pulled_restored_phase(ti, env: str) -> str | None:
+    """The phase the drill's wait saw pass (Completed); None when the wait failed and pushed nothing."""
+    from release.k8s.velero import VeleroOutcome
+
+    raw = ti.xcom_pull(task_ids=f"{drill_group(env)}.{WAIT_RESTORE}")
+    return None if raw is None else VeleroOutcome.model_validate(raw).status.phase
 
 
 def task_find_backup(env: str) -> str:
@@ -150,6 +178,7 @@ def task_find_backup(env: str) -> str:
 
 
 def task_start_restore(env: str, backup: str, **context) -> dict:
+    """Clear leftovers of an earlier drill, then file the Restore; returns a `RestoreStarted`."""
     from release.k8s import velero
 
     config = load_config()
@@ -165,26 +194,28 @@ def task_start_restore(env: str, backup: str, **context) -> dict:
                                        dag_id=run.dag_id, run_id=run.run_id)
     name = velero.create(conn_id, manifest)["metadata"]["name"]
     print(f"Restore {name}: backup {backup} into {', '.join(f'{k} -> {v}' for k, v in mapping.items())}")
-    return {"kubernetes_conn_id": conn_id, "kind": "Restore", "namespace": manifest["metadata"]["namespace"],
-            "name": name, "env": env, "backup": backup, "mapping": mapping, "started": now_text(),
-            "scratch": drill_smoke_namespace(config, env)}
+    started = RestoreStarted(kubernetes_conn_id=conn_id, namespace=manifest["metadata"]["namespace"], name=name,
+                             env=env, backup=backup, mapping=mapping, started=now_text(),
+                             scratch=drill_smoke_namespace(config, env))
+    return started.model_dump(mode="json")
 
 
 def task_report_drill(env: str, services: list[str], **context) -> dict:
+    """Judge the drill from what its tasks left (restore, wait, smoke states) and record it."""
     ti, group = context["ti"], drill_group(env)
-    restore = ti.xcom_pull(task_ids=f"{group}.{RESTORE}")
-    restored = ti.xcom_pull(task_ids=f"{group}.{WAIT_RESTORE}")
-    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[f"{group}.smoke_{s}" for s in services],
+    task_ids = {s: f"{group}.{smoke_task_id(s)}" for s in services}
+    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=list(task_ids.values()),
                                 run_ids=[ti.run_id]).get(ti.run_id, {})
-    smoke = {s: states.get(f"{group}.smoke_{s}") or "none" for s in services}
-    record = drill_verdict(env, restore, restored, smoke, ti.run_id, datetime.now(timezone.utc))
+    smoke = {s: states.get(task_id) or "none" for s, task_id in task_ids.items()}
+    record = drill_verdict(env, pulled_restore(ti, env), pulled_restored_phase(ti, env), smoke, ti.run_id,
+                           datetime.now(timezone.utc))
     write_record(load_config(), "drills", record, record.restore or f"unstarted-{record.recorded_at}")
     if record.problems:  # the failure callback turns this into the drill-failed alert
         fail_task(f"restore drill of {env} failed: {'; '.join(record.problems)}")
     print(f"Restore drill of {env} passed: backup {record.backup} restored into "
           f"{', '.join(record.namespaces.values())}, smoke tests passed for {', '.join(services)}; "
           f"recovery took {record.recovery_seconds:.1f}s")
-    return asdict(record)
+    return record.model_dump(mode="json")
 
 
 def delete_namespaces(conn_id: str, names: list[str], wait_seconds: float = 0) -> list[str]:
@@ -265,11 +296,11 @@ def build_drill_dag(config: PlatformConfig):
                 # and call the restored services by their scratch-namespace DNS names (fixed names,
                 # from the config: no template).
                 scratch = drill_smoke_namespace(config, env)
-                smokes = [pod_operator(f"smoke_{s}", steps.smoke(config, s, env, namespace=scratch), service=s,
+                smokes = [pod_operator(smoke_task_id(s), steps.smoke(config, s, env, namespace=scratch), service=s,
                                        commit="drill", namespace=environment.namespace,
                                        kubernetes_conn_id=environment.kubernetes_conn_id)
                           for s in services]
-                report = PythonOperator(task_id="report", trigger_rule="all_done", python_callable=task_report_drill,
+                report = PythonOperator(task_id=DRILL_REPORT, trigger_rule="all_done", python_callable=task_report_drill,
                                         op_kwargs={"env": env, "services": services})
                 cleanup = PythonOperator(task_id="delete_scratch_namespaces", python_callable=task_delete_scratch,
                                          op_kwargs={"env": env})

@@ -12,7 +12,9 @@ from release.domain.config import PlatformConfig
 from release.domain.plans import ParamError, plan_dispatch
 
 
-PIPELINE_CONF = "pipeline_conf"  # the XCom of `affected` each trigger_<service> hands on
+AFFECTED = "affected"  # the branch task; its XComs:
+PLAN = "plan"  # the whole DispatchPlan, for whoever looks at the run
+PIPELINE_CONF = "pipeline_conf"  # what each trigger_<service> hands on: the pipeline's params
 
 
 def trigger_task_id(service: str) -> str:
@@ -25,14 +27,13 @@ def _choose(**context) -> list[str]:
     from release.domain.config import load_config
 
     try:
-        result = plan_dispatch(dict(context["params"]), load_config())
+        plan = plan_dispatch(dict(context["params"]), load_config())
     except ParamError as exc:
         raise AirflowFailException(str(exc)) from None
-    context["ti"].xcom_push(key="plan", value=result)
-    # What each triggered pipeline runs with: exactly its params.
-    context["ti"].xcom_push(key=PIPELINE_CONF, value={k: result[k] for k in ("commit", "ref", "pr", "changed_paths", "commit_time")})
-    print(f"{len(result['changed_paths'])} changed path(s) affect: {', '.join(result['services']) or 'no service'}")
-    return [trigger_task_id(s) for s in result["services"]]
+    context["ti"].xcom_push(key=PLAN, value=plan.model_dump(mode="json"))
+    context["ti"].xcom_push(key=PIPELINE_CONF, value=plan.pipeline_conf())
+    print(f"{len(plan.changed_paths)} changed path(s) affect: {', '.join(plan.services) or 'no service'}")
+    return [trigger_task_id(s) for s in plan.services]
 
 
 DOC = """
@@ -73,7 +74,7 @@ def build_dispatch_dag(config: PlatformConfig):
         },
         render_template_as_native_obj=True,
     ) as dag:
-        affected = BranchPythonOperator(task_id="affected", python_callable=_choose)
+        affected = BranchPythonOperator(task_id=AFFECTED, python_callable=_choose)
         for service in config.services:
             affected >> TriggerDagRunOperator(
                 task_id=trigger_task_id(service),

@@ -372,14 +372,15 @@ def failure_notice(context: dict) -> Notice:
 
 def classify(dag_id: str, task_id: str) -> tuple[str, str]:
     """What a failed task means to the people told about it: (kind, title)."""
+    from release.domain.backups import BACKUP_GROUP, BACKUPS_DAG_ID, DRILL_DAG_ID, DRILL_REPORT, drilled_env
     from release.domain.gates import blocks_promotion
 
     if dag_id == "promote" and blocks_promotion(task_id):
         return PROMOTION_BLOCKED, f"Promotion blocked at {task_id}"
-    if dag_id == "velero-backups" and task_id.startswith("backup."):
+    if dag_id == BACKUPS_DAG_ID and task_id.startswith(f"{BACKUP_GROUP}."):
         return BACKUP_FAILED, f"Velero backup failed ({task_id})"
-    if dag_id == "velero-restore-drill" and task_id.endswith(".report"):
-        return DRILL_FAILED, f"Restore drill failed ({task_id.split('.')[0].removeprefix('drill_')})"
+    if dag_id == DRILL_DAG_ID and task_id.endswith(f".{DRILL_REPORT}") and (env := drilled_env(task_id)):
+        return DRILL_FAILED, f"Restore drill failed ({env})"
     return TASK_FAILED, f"Task {dag_id}.{task_id} failed"
 
 

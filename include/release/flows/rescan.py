@@ -33,8 +33,12 @@ import re
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from release.domain.config import PlatformConfig, load_config
-from release.domain.rescan import RescanError, evaluate_target, finding_message
+from release.domain.rescan import (
+    Evaluation, EvidenceUpdate, Finding, Recorded, RescanError, Target, evaluate_target, finding_message,
+)
 from release.flows.outcome import fail_task
 
 DAG_ID = "image-rescan"
@@ -44,9 +48,10 @@ REPORT = "trivy.json"
 RUN_LABEL = "release-platform/run"
 ENV_LABEL = "release-platform/env"
 ACTOR = "release-platform"
-# The task ids whose XComs later tasks read: targets (a list of targets), evaluate (lines, errors,
-# updates, new findings), record (the commit and count).
-TARGETS, EVALUATE, RECORD = "targets", "evaluate", "record"
+# The task ids whose XComs later tasks read: targets (a list of `Target`), evaluate (an
+# `Evaluation`), record (what was `Recorded`). The readers below are the only places they are pulled.
+TARGETS, EVALUATE, RECORD, NOTIFY, VERDICT = "targets", "evaluate", "record", "notify", "verdict"
+TARGET_LIST: TypeAdapter[list[Target]] = TypeAdapter(list[Target])
 
 
 # -- what to scan ---------------------------------------------------------------------------
@@ -75,7 +80,7 @@ def rescan_step(config: PlatformConfig):
     return replace(steps.scan(config, next(iter(config.services))), step=STEP, args=[])
 
 
-def list_targets(config: PlatformConfig, state, run_id: str) -> list[dict]:
+def list_targets(config: PlatformConfig, state, run_id: str) -> list[Target]:
     """One target per deployment the registry records, in promotion order then config order;
     services with no deployment in an environment are skipped."""
     from release.k8s import steps
@@ -91,40 +96,37 @@ def list_targets(config: PlatformConfig, state, run_id: str) -> list[dict]:
                 continue
             report = report_path(run_id, env, service)
             commit = (deployment.evidence or {}).get("commit")
-            targets.append({
-                "env": env, "service": service, "version": deployment.version, "image": deployment.image,
-                "report": report,
-                "pod": mapped_pod_kwargs(
+            targets.append(Target(
+                env=env, service=service, version=deployment.version, image=deployment.image, report=report,
+                pod=mapped_pod_kwargs(
                     step, service=service, commit=commit if isinstance(commit, str) else "unknown",
                     args=steps.trivy_args(deployment.image, f"{ARTIFACTS_MOUNT}/{report}"),
                     extra_labels={ENV_LABEL: env, RUN_LABEL: run_key(run_id)}),
-            })
+            ))
     return targets
 
 
 def pod_kwargs(target: dict) -> dict:
-    """What the mapped scan task expands over: the per-pod part of one target."""
-    return target["pod"]
+    """What the mapped scan task expands over: the per-pod part of one target (as the targets
+    task pushed it, JSON)."""
+    return Target.model_validate(target).pod
 
 
 # -- judging every report (release.domain.rescan judges one) ----------------------------------
 
 
-def evaluate_all(config: PlatformConfig, targets: list[dict], state, artifacts_dir: Path, *, today: date,
-                 run_id: str, scanned_at: str) -> dict:
-    """Judge every target's report; a bad one is an error for that target only.
-
-    Returns {"updates": {env: {service: update}}, "new_findings": [...], "errors": [...], "lines": [...]}.
-    """
-    updates: dict[str, dict[str, dict]] = {}
+def evaluate_all(config: PlatformConfig, targets: list[Target], state, artifacts_dir: Path, *, today: date,
+                 run_id: str, scanned_at: str) -> Evaluation:
+    """Judge every target's report; a bad one is an error for that target only."""
+    updates: dict[str, dict[str, EvidenceUpdate]] = {}
     findings, errors, lines = [], [], []
     for target in targets:
-        where = f"{target['env']}/{target['service']} {target['version']} ({target['image']})"
-        deployment = state.current(target["env"]).get(target["service"])
-        if deployment is None or (deployment.version, deployment.image) != (target["version"], target["image"]):
+        where = target.where()
+        deployment = state.current(target.env).get(target.service)
+        if deployment is None or (deployment.version, deployment.image) != (target.version, target.image):
             lines.append(f"{where}: no longer deployed there; skipped")
             continue
-        path = artifacts_dir / target["report"]
+        path = artifacts_dir / target.report
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
             update, finding, comparison = evaluate_target(config, target, deployment, report, today=today,
@@ -141,34 +143,33 @@ def evaluate_all(config: PlatformConfig, targets: list[dict], state, artifacts_d
         if update is None:
             lines.append(f"{where}: unchanged")
             continue
-        updates.setdefault(target["env"], {})[target["service"]] = update
-        rescan = update["rescan"]
-        verdict = "passes" if rescan["passed"] else f"blocked by {', '.join(rescan['blocking'])}"
+        updates.setdefault(target.env, {})[target.service] = update
+        verdict = "passes" if update.rescan.passed else f"blocked by {', '.join(update.rescan.blocking)}"
         extra = [f"newly blocking {', '.join(comparison.new_blocking)}"] if comparison.new_blocking else []
         extra += [f"no longer blocking {', '.join(comparison.resolved)}"] if comparison.resolved else []
         extra += [comparison.note] if comparison.note else []
         lines.append(f"{where}: changed, {verdict}" + (f" ({'; '.join(extra)})" if extra else ""))
         if finding:
             findings.append(finding)
-    return {"updates": updates, "new_findings": findings, "errors": errors, "lines": lines}
+    return Evaluation(updates=updates, new_findings=findings, errors=errors, lines=lines)
 
 
 # -- telling people ----------------------------------------------------------------------------
 
 
-def finding_notice(finding: dict):
+def finding_notice(finding: Finding):
     from release.flows.notify import RESCAN_FINDINGS, Notice
 
     return Notice(
         kind=RESCAN_FINDINGS, severity="error",
-        title=f"{finding['service']} in {finding['env']}: newly blocking {', '.join(finding['cves'])}",
+        title=f"{finding.service} in {finding.env}: newly blocking {', '.join(finding.cves)}",
         body=finding_message(finding),
-        fields={"service": finding["service"], "environment": finding["env"], "version": finding["version"],
-                "image": finding["image"], "cves": ", ".join(finding["cves"])},
+        fields={"service": finding.service, "environment": finding.env, "version": finding.version,
+                "image": finding.image, "cves": ", ".join(finding.cves)},
     )
 
 
-def notify_new_findings(findings: list[dict], context: dict | None = None) -> list[str]:
+def notify_new_findings(findings: list[Finding], context: dict | None = None) -> list[str]:
     """Announce newly blocking findings, one notice per service and environment: always in the
     task log, and on Slack and by e-mail where `notifications:` configures them. Returns the messages."""
     from release.flows.notify import send
@@ -180,6 +181,27 @@ def notify_new_findings(findings: list[dict], context: dict | None = None) -> li
     return messages
 
 
+# -- what the tasks hand each other ------------------------------------------------------------
+
+
+def pulled_targets(ti) -> list[Target] | None:
+    """The targets task's list; None when it pushed none (it failed)."""
+    raw = ti.xcom_pull(task_ids=TARGETS)
+    return None if raw is None else TARGET_LIST.validate_python(raw)
+
+
+def pulled_evaluation(ti) -> Evaluation | None:
+    """The evaluate task's result; None when it pushed none (it failed)."""
+    raw = ti.xcom_pull(task_ids=EVALUATE)
+    return None if raw is None else Evaluation.model_validate(raw)
+
+
+def pulled_record(ti) -> Recorded | None:
+    """What the record task committed; None when it was skipped or failed."""
+    raw = ti.xcom_pull(task_ids=RECORD)
+    return None if raw is None else Recorded.model_validate(raw)
+
+
 # -- task callables ----------------------------------------------------------------------------
 
 
@@ -189,25 +211,25 @@ def task_targets(**context) -> list[dict]:
     config = load_config()
     targets = list_targets(config, Registry.from_config(config).snapshot(), context["run_id"])
     for t in targets:
-        print(f"{t['env']}/{t['service']} {t['version']}: {t['image']} -> {t['report']}")
+        print(f"{t.env}/{t.service} {t.version}: {t.image} -> {t.report}")
     if not targets:
         print("nothing is deployed anywhere: nothing to re-scan")
-    return targets
+    return TARGET_LIST.dump_python(targets, mode="json")
 
 
 def task_evaluate(**context) -> dict:
     from release.gitops.registry import Registry
     from release.domain.scan import utc_today
 
-    targets = context["ti"].xcom_pull(task_ids=TARGETS)
+    targets = pulled_targets(context["ti"])
     if targets is None:
         fail_task("evaluate: the targets task left no targets (did it fail?)")
     config = load_config()
     result = evaluate_all(config, targets, Registry.from_config(config).snapshot(), config.artifacts_dir(),
                           today=utc_today(), run_id=context["run_id"],
                           scanned_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"))
-    print("\n".join(result["lines"] + [f"ERROR {e}" for e in result["errors"]]) or "no targets")
-    return result
+    print("\n".join(result.lines + [f"ERROR {e}" for e in result.errors]) or "no targets")
+    return result.model_dump(mode="json")
 
 
 def task_record(**context) -> dict:
@@ -215,19 +237,20 @@ def task_record(**context) -> dict:
 
     from release.gitops.registry import Registry
 
-    updates = (context["ti"].xcom_pull(task_ids=EVALUATE) or {}).get("updates") or {}
-    if not updates:
+    evaluation = pulled_evaluation(context["ti"]) or Evaluation()
+    if not evaluation.updates:
         raise AirflowSkipException("every re-scan matches what is recorded: nothing to write")
-    result = Registry.from_config(load_config()).record_evidence_across(updates, by=ACTOR, run_id=context["run_id"])
-    count = sum(len(v) for v in updates.values())
-    print(f"recorded {count} re-scan result(s) in {', '.join(updates)}: "
-          + (f"commit {result.sha}" if result.sha else "nothing left to write (redeployed meanwhile)"))
-    return {"commit": result.sha, "updates": count}
+    result = Registry.from_config(load_config()).record_evidence_across(
+        evaluation.registry_updates(), by=ACTOR, run_id=context["run_id"])
+    recorded = Recorded(commit=result.sha, updates=evaluation.update_count())
+    print(f"recorded {recorded.updates} re-scan result(s) in {', '.join(evaluation.updates)}: "
+          + (f"commit {recorded.commit}" if recorded.commit else "nothing left to write (redeployed meanwhile)"))
+    return recorded.model_dump(mode="json")
 
 
 def task_notify(**context) -> list[str]:
-    findings = (context["ti"].xcom_pull(task_ids=EVALUATE) or {}).get("new_findings") or []
-    messages = notify_new_findings(findings, context)
+    evaluation = pulled_evaluation(context["ti"]) or Evaluation()
+    messages = notify_new_findings(evaluation.new_findings, context)
     if not messages:
         print("no newly blocking findings")
     return messages
@@ -235,15 +258,15 @@ def task_notify(**context) -> list[str]:
 
 def task_verdict(**context) -> None:
     ti = context["ti"]
-    result = ti.xcom_pull(task_ids=EVALUATE)
+    result = pulled_evaluation(ti)
     if result is None:
         fail_task("the re-scan did not finish: evaluate failed (see its log)")
-    problems = list(result.get("errors") or [])
-    if result.get("updates") and not ti.xcom_pull(task_ids=RECORD):
+    problems = list(result.errors)
+    if result.updates and pulled_record(ti) is None:
         problems.append("the re-scan results could not be recorded in the registry (see the record task)")
     if problems:
         fail_task(f"image-rescan: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems))
-    print(f"{len(result.get('lines') or [])} target(s) evaluated")
+    print(f"{len(result.lines)} target(s) evaluated")
 
 
 # -- the DAG ----------------------------------------------------------------------------------
@@ -285,7 +308,7 @@ def build_rescan_dag(config: PlatformConfig):
                                   retries=0)
         record = PythonOperator(task_id=RECORD, python_callable=task_record, outlets=[REGISTRY])
         # Not after a failed record: the findings would claim a block the registry does not hold.
-        notify = PythonOperator(task_id="notify", python_callable=task_notify, trigger_rule="none_failed")
-        verdict = PythonOperator(task_id="verdict", python_callable=task_verdict, trigger_rule="all_done")
+        notify = PythonOperator(task_id=NOTIFY, python_callable=task_notify, trigger_rule="none_failed")
+        verdict = PythonOperator(task_id=VERDICT, python_callable=task_verdict, trigger_rule="all_done")
         targets >> scan >> evaluate >> record >> notify >> verdict
     return dag

@@ -22,6 +22,8 @@ from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from release.domain import deadlines
+from release.domain.backups import VELERO_TARGET, BackupStarted, RestoreStarted, VeleroTarget
+from release.domain.values import Strict
 from release.k8s.velero_objects import (  # noqa: F401 - the names callers import from here
     GROUP, MANAGED_BY, PLURALS, RUN_ID_ANNOTATION, TERMINAL, VERSION, backup_manifest, object_name, restore_manifest,
 )
@@ -186,6 +188,18 @@ def fetch_results(conn_id: str, kind: str, namespace: str, name: str, timeout_se
 # -- waiting ---------------------------------------------------------------------------------
 
 
+class VeleroOutcome(Strict):
+    """How a Backup or Restore ended, as the sensor judged it: the object it waited for, its final
+    status, whether the wait ran out first, and Velero's own errors and warnings (empty when
+    there were none or Velero did not hand its results over). The sensor's XCom is this, as JSON."""
+
+    target: VeleroTarget
+    status: VeleroStatus
+    timed_out: bool
+    errors: list[str]
+    warnings: list[str]
+
+
 class VeleroPhaseTrigger(BaseTrigger):
     """Polls a Backup or Restore until it reaches a terminal phase or the deadline passes."""
 
@@ -225,8 +239,9 @@ class VeleroPhaseTrigger(BaseTrigger):
 class VeleroSensor(BaseSensorOperator):
     """Waits (deferred) for a Backup or Restore; `Completed` passes, anything else fails.
 
-    `target` is what the creating task returned: {kubernetes_conn_id, kind, namespace, name}.
-    On failure the task log lists Velero's own errors and warnings, fetched from its results.
+    `target` is what the creating task returned (a `BackupStarted` or `RestoreStarted`, as JSON:
+    usually that task's XComArg). On failure the task log lists Velero's own errors and warnings,
+    fetched from its results. Subclasses record the outcome in `on_outcome`.
     """
 
     template_fields = ("target",)
@@ -240,16 +255,21 @@ class VeleroSensor(BaseSensorOperator):
         self.timeout_minutes = timeout_minutes
         self.poll_interval = poll_interval
 
+    def waited_for(self) -> BackupStarted | RestoreStarted:
+        """The rendered `target`, checked: a creating task that returned something else fails here,
+        naming the field."""
+        return VELERO_TARGET.validate_python(self.target)
+
     def execute(self, context) -> dict:
-        t = self.target
-        obj = read(t["kubernetes_conn_id"], t["kind"], t["namespace"], t["name"])
+        t = self.waited_for()
+        obj = read(t.kubernetes_conn_id, t.kind, t.namespace, t.name)
         if VeleroStatus.of(obj).terminal:  # already over (a retry, or a fast Velero): no need to defer
             return self.execute_complete(context, {"status": "terminal"})
         # The clock starts when the object was created, so a retried wait does not restart it.
         created = obj["metadata"].get("creationTimestamp")
         start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else deadlines.wall_clock()
         self.defer(
-            trigger=VeleroPhaseTrigger(t["kubernetes_conn_id"], t["kind"], t["namespace"], t["name"],
+            trigger=VeleroPhaseTrigger(t.kubernetes_conn_id, t.kind, t.namespace, t.name,
                                        start + self.timeout_minutes * 60, self.poll_interval),
             method_name="execute_complete",
         )
@@ -257,30 +277,30 @@ class VeleroSensor(BaseSensorOperator):
     def execute_complete(self, context, event: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        t = self.target
-        status = VeleroStatus.of(read(t["kubernetes_conn_id"], t["kind"], t["namespace"], t["name"]))
+        t = self.waited_for()
+        status = VeleroStatus.of(read(t.kubernetes_conn_id, t.kind, t.namespace, t.name))
         results = None
         if status.terminal and (status.errors or status.warnings or status.phase != "Completed"):
-            results = fetch_results(t["kubernetes_conn_id"], t["kind"], t["namespace"], t["name"])
+            results = fetch_results(t.kubernetes_conn_id, t.kind, t.namespace, t.name)
         # Finished between the trigger's last look and this read: judge the phase, not the clock.
         timed_out = event["status"] == "timeout" and not status.terminal
-        outcome = {"target": dict(t), "status": status.to_dict(), "timed_out": timed_out,
-                   "errors": results.errors if results else [], "warnings": results.warnings if results else []}
+        outcome = VeleroOutcome(target=t, status=status, timed_out=timed_out,
+                                errors=results.errors if results else [], warnings=results.warnings if results else [])
         self.log.info("%s", status.describe())
-        for line in outcome["errors"]:
+        for line in outcome.errors:
             self.log.error("Velero error: %s", line)
-        for line in outcome["warnings"]:
+        for line in outcome.warnings:
             self.log.warning("Velero warning: %s", line)
         self.on_outcome(outcome, context)
-        if outcome["timed_out"]:
+        if outcome.timed_out:
             raise AirflowFailException(
-                f"{t['kind']} {t['namespace']}/{t['name']} is stuck: still {status.phase} after "
+                f"{t.kind} {t.namespace}/{t.name} is stuck: still {status.phase} after "
                 f"{self.timeout_minutes:g} minutes ({status.items_done}/{status.items_total} items)")
         if status.phase != "Completed":
-            listed = "; ".join(outcome["errors"][:10]) or status.failure_reason or "see the Velero logs"
-            raise AirflowFailException(f"{t['kind']} {t['namespace']}/{t['name']} ended {status.phase}: "
+            listed = "; ".join(outcome.errors[:10]) or status.failure_reason or "see the Velero logs"
+            raise AirflowFailException(f"{t.kind} {t.namespace}/{t.name} ended {status.phase}: "
                                        f"{status.errors} errors, {status.warnings} warnings: {listed}")
-        return outcome
+        return outcome.model_dump(mode="json")
 
-    def on_outcome(self, outcome: dict, context) -> None:
+    def on_outcome(self, outcome: VeleroOutcome, context) -> None:
         """Called with the final outcome, pass or fail, before the task is judged."""

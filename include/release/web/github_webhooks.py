@@ -365,5 +365,5 @@ def _trigger(trigger: Trigger, delivery: str, run_id: str, config) -> JSONRespon
         raise WebhookRefused(503, f"{DISPATCH_DAG_ID} is not loaded yet; redeliver once Airflow has parsed it") from None
     log.info("GitHub %s: triggered %s run %s", trigger.summary, DISPATCH_DAG_ID, run_id)
     return _reply(201, "triggered", f"{trigger.summary}: {DISPATCH_DAG_ID} run {run_id} affects "
-                                    f"{', '.join(planned['services']) or 'no service'}",
-                  dag_id=DISPATCH_DAG_ID, run_id=run_id, conf=trigger.conf, services=planned["services"], notes=trigger.notes)
+                                    f"{', '.join(planned.services) or 'no service'}",
+                  dag_id=DISPATCH_DAG_ID, run_id=run_id, conf=trigger.conf, services=planned.services, notes=trigger.notes)

@@ -149,8 +149,10 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         verify = pod_operator("verify", steps.verify(config, service), **pods)
         build = pod_operator("build", steps.build(config, service), pool="builds", **pods)
         image_ref = PythonOperator(task_id="image_ref", python_callable=_image_ref_from_context(service))
-        sbom = pod_operator("sbom", steps.sbom(config, service), **pods)
-        scan = pod_operator("scan", steps.scan(config, service), **pods)
+        # The image this run built, by reference: the steps after it sbom, scan, sign and attest it.
+        built = image_ref.output
+        sbom = pod_operator("sbom", steps.sbom(config, service, built), **pods)
+        scan = pod_operator("scan", steps.scan(config, service, built), **pods)
         scan_sarif = pod_operator("scan_sarif", steps.scan_sarif(config, service), **pods)
         scan_gate = PythonOperator(task_id="scan_gate", python_callable=task_scan_gate,
                                    op_kwargs={"service": service, "commit": steps.COMMIT})
@@ -158,8 +160,8 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
                                         op_kwargs={"service": service})
         is_release = ShortCircuitOperator(task_id="is_release", python_callable=_is_release,
                                           doc_md="PR mode (pr set) stops here: nothing signed or deployed.")
-        sign = pod_operator("sign", steps.sign(config, service), **pods)
-        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service), **pods)
+        sign = pod_operator("sign", steps.sign(config, service, built), **pods)
+        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service, built), **pods)
         hand_over = HandOver(change_set=change_set(service), doc_md=f"deploy-{env} commits, rolls out and smoke-tests.")
 
         validate >> [verify, chart_validate]

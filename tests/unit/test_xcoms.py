@@ -3,6 +3,9 @@ read from one place (release.flows.xcoms) by task ids named once."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -14,6 +17,7 @@ from tests.unit.test_change_set import change
 
 COMMIT = "ab" * 20
 SHA = "cd" * 20
+PACKAGE = Path(__file__).resolve().parents[2] / "include" / "release"
 
 
 class TI:
@@ -86,3 +90,14 @@ def test_a_record_of_another_shape_is_an_error_not_a_guess():
     with pytest.raises(ValidationError):
         xcoms.plan(ti)
 
+
+def test_only_the_xcoms_module_reads_another_tasks_results():
+    """Task ids another task reads are spelled once: no other module of the deploy path, the
+    pipeline, promote, rollback or the GitHub mirrors calls xcom_pull."""
+    readers = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if "xcom_pull(" in p.read_text()}
+    # outcome and approval read their own keys; github_report its task's own outcome; the
+    # nightly DAGs read their own tasks' results.
+    assert readers <= {"flows/xcoms.py", "flows/outcome.py", "flows/approval.py", "flows/github_report.py",
+                       "flows/rescan.py", "flows/backups.py"}, readers
+    assert not [p for p in PACKAGE.rglob("*.py") if re.search(r"task_ids=['\"](apply|undo|validate|image_ref|scan_gate)",
+                                                              p.read_text())]

@@ -39,11 +39,6 @@ from release.flows import github_deployments, xcoms
 # The task ids whose results later tasks read (release.flows.xcoms): apply and undo (`Applied`,
 # `Undone`) and the smoke targets of each (one pod's kwargs per service).
 APPLY, UNDO, SMOKE_TARGETS = xcoms.APPLY, xcoms.UNDO, xcoms.SMOKE_TARGETS
-# The GitOps commit a converge step rolls out, rendered by Airflow from apply's or undo's result.
-ROLLED_OUT_COMMIT = {
-    APPLY: "{{ ti.xcom_pull(task_ids='apply')['gitops_commit'] }}",
-    UNDO: "{{ ti.xcom_pull(task_ids='undo')['gitops_commit'] }}",
-}
 
 
 def smoke_targets(config: PlatformConfig, env: str, services: list[str], label: str) -> list[dict]:
@@ -384,11 +379,13 @@ def build_deploy_dag(config: PlatformConfig, env: str):
     namespace, application = config.argocd_application(env)
     pods = {"namespace": environment.namespace, "kubernetes_conn_id": environment.kubernetes_conn_id}
 
-    def converge(task_id: str, commit_of: str, **kwargs):
-        revision = ROLLED_OUT_COMMIT[commit_of]
+    def converge(task_id: str, commit_of, **kwargs):
+        """Roll out the GitOps commit `commit_of` (the apply or undo task) made."""
+        revision = xcoms.rolled_out_commit(commit_of)
         if strategy == "helm":
-            step = steps.helm_deploy(config, env, revision, step=f"{'helm-rollback' if commit_of == 'undo' else 'helm'}-{env}")
-            return pod_operator(task_id, step, service=f"deploy-{env}", commit=commit_of,
+            step = steps.helm_deploy(config, env, revision,
+                                     step=f"{'helm-rollback' if commit_of.task_id == UNDO else 'helm'}-{env}")
+            return pod_operator(task_id, step, service=f"deploy-{env}", commit=commit_of.task_id,
                                 pool=steps.helm_pool(env), **pods, **kwargs)
         return ApplicationSyncedSensor(
             task_id=task_id, kubernetes_conn_id=environment.kubernetes_conn_id, namespace=namespace,
@@ -412,14 +409,17 @@ def build_deploy_dag(config: PlatformConfig, env: str):
         doc_md=deploy_doc(config, env),
         params={"change": Param({}, type="object", description="the change set a pipeline, promote or rollback run hands over")},
     ) as dag:
-        apply = PythonOperator(task_id=APPLY, python_callable=task_apply(env), outlets=[REGISTRY])
-        rollout = converge("converge", APPLY)
+        # multiple_outputs: each field of Applied and Undone is an XCom of its own too, so the
+        # converge step takes `gitops_commit` by reference (release.flows.xcoms.rolled_out_commit).
+        apply = PythonOperator(task_id=APPLY, python_callable=task_apply(env), outlets=[REGISTRY],
+                               multiple_outputs=True)
+        rollout = converge("converge", apply)
         targets = PythonOperator(task_id=SMOKE_TARGETS[APPLY], python_callable=task_smoke_targets(env, APPLY))
         smoke_pods = smoke("smoke", targets)
         record = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke(env), outlets=[REGISTRY])
         undo = PythonOperator(task_id=UNDO, python_callable=task_undo(env, strategy), trigger_rule="all_done",
-                              outlets=[REGISTRY])
-        rollout_undo = converge("converge_undo", UNDO)
+                              outlets=[REGISTRY], multiple_outputs=True)
+        rollout_undo = converge("converge_undo", undo)
         undo_targets = PythonOperator(task_id=SMOKE_TARGETS[UNDO], python_callable=task_smoke_targets(env, UNDO))
         smoke_undo = smoke("smoke_after_undo", undo_targets)
         report = PythonOperator(task_id=xcoms.REPORT, trigger_rule="all_done",

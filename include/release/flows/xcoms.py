@@ -15,10 +15,13 @@ are read where they are written.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from release.domain.change_set import Applied, Undone
 from release.domain.plan_models import PLAN, PipelineFacts, Promotion, Rollback
+
+if TYPE_CHECKING:
+    from airflow.sdk import XComArg
 
 RETURN = "return_value"  # the key of what a task returns
 
@@ -111,3 +114,9 @@ def deploy_outcome(ti, dag_id: str, run_id: str) -> str | None:
     said = pull(ti, REPORT, outcome.KEY, dag_id=dag_id, run_id=run_id)
     return str(said) if said else None
 
+
+def rolled_out_commit(task) -> XComArg:
+    """The GitOps commit `task` (apply or undo, built with `multiple_outputs=True`) made, as a
+    reference Airflow resolves when the converge step runs: the step's wiring is Python, not a
+    template string, and it depends on `task` wherever it is used."""
+    return task.output[GITOPS_COMMIT]

@@ -87,10 +87,7 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
     evidence: dict[str, dict] = {}
     if change.kind == "pipeline":
         item = change.items[0]
-        try:
-            facts = xcoms.pipeline_facts(ti, **run)
-        except ValidationError:
-            facts = None
+        facts = _recorded(xcoms.pipeline_facts, ti, run)
         image, scan = xcoms.image_ref(ti, **run), xcoms.scan_summary(ti, **run)
         if facts is None or image != item.image or facts.version != item.version:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} built "
@@ -101,10 +98,7 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
         evidence[item.service] = {"commit": facts.commit, "ref": facts.ref, "scan": scan,
                                   "commit_time": facts.commit_time}
     else:
-        try:
-            plan = xcoms.plan(ti, **run)
-        except ValidationError:
-            plan = None
+        plan = _recorded(xcoms.plan, ti, run)
         planned = [(i.service, i.version, i.image) for i in plan.items] if plan else []
         if plan is None or plan.kind != change.kind or planned != [(i.service, i.version, i.image) for i in change.items]:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} planned "
@@ -119,6 +113,15 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
         except ApprovalMissing as exc:
             raise ChangeRefused(str(exc)) from None
     return approver, evidence
+
+
+def _recorded(read, ti, run: dict):
+    """What the calling run recorded, read typed by `read` (a release.flows.xcoms reader); None if
+    it recorded nothing, or something of another shape: either way, nothing to deploy from."""
+    try:
+        return read(ti, **run)
+    except ValidationError:
+        return None
 
 
 def task_apply(env: str):

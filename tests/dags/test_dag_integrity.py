@@ -118,11 +118,34 @@ def test_pools_sync_creates_the_builds_pool(airflow_db, config):
     assert builds.slots == config.pipelines.builds_pool_slots and builds.include_deferred is True
 
 
-def test_converge_rolls_out_the_commit_of_the_task_it_follows():
+def test_converge_rolls_out_the_commit_of_the_task_it_follows(bag, tmp_path, monkeypatch):
     """The revision a converge step waits for (Argo CD) or deploys (helm) is the commit its own
-    apply or undo made: a template naming another task would roll out the wrong commit."""
-    from release.flows.deploy import APPLY, ROLLED_OUT_COMMIT, UNDO
+    apply or undo made, taken by reference (an XComArg of that task's `gitops_commit`), not a
+    template string naming a task: a renamed task cannot roll out the wrong commit unnoticed."""
+    from airflow.sdk import XComArg
 
-    assert set(ROLLED_OUT_COMMIT) == {APPLY, UNDO}
-    for task_id, template in ROLLED_OUT_COMMIT.items():
-        assert template == "{{ ti.xcom_pull(task_ids='%s')['gitops_commit'] }}" % task_id
+    from release.flows.xcoms import APPLY, GITOPS_COMMIT, UNDO
+    from tests.dags.test_promote import override_config
+
+    def references(value) -> set[tuple[str, str]]:
+        return {(op.task_id, key) for op, key in XComArg.iter_xcom_references(value)}
+
+    override_config(tmp_path, monkeypatch, lambda raw: raw["environments"]["staging"].update(deploy_strategy="helm"))
+    seen = set()
+    for dags in (bag, dagbag()):
+        for env in ("dev", "staging", "prod"):
+            dag = dags.dags[f"deploy-{env}"]
+            for converge, source in (("converge", APPLY), ("converge_undo", UNDO)):
+                task = dag.get_task(converge)
+                assert dag.get_task(source).multiple_outputs, f"{env}: {source} pushes {GITOPS_COMMIT} as an XCom"
+                if hasattr(task, "revision"):  # Argo CD: the sensor waits for that commit
+                    assert references(task.revision) == {(source, GITOPS_COMMIT)}, (env, converge)
+                    seen.add("argocd")
+                    continue
+                seen.add("helm")
+                # helm: the verify-gitops init container proves that commit is in the checkout
+                verify = next(c for c in task.init_containers if c.name == "verify-gitops")
+                assert references(verify.args) == {(source, GITOPS_COMMIT)}, (env, converge)
+                assert "xcom_pull(task_ids='%s', dag_id='deploy-%s', key='%s')" % (source, env, GITOPS_COMMIT) \
+                    in " ".join(a for a in task.arguments if isinstance(a, str))  # helm history's description
+    assert seen == {"argocd", "helm"}

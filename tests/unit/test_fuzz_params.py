@@ -49,11 +49,11 @@ def test_pipeline_params(params):
     except ParamError as exc:
         assert field_of(str(exc)) in {"commit", "ref", "pr", "changed_paths", "commit_time"}, exc
         return
-    assert COMMIT_RE.fullmatch(facts["commit"]) and facts["commit"] == params["commit"]
-    assert VERSION_RE.fullmatch(facts["version"]), facts  # what the registry will record
-    assert facts["release"] is (params.get("pr") is None)
+    assert COMMIT_RE.fullmatch(facts.commit) and facts.commit == params["commit"]
+    assert VERSION_RE.fullmatch(facts.version), facts  # what the registry will record
+    assert facts.release is (params.get("pr") is None)
     if params["ref"].startswith("refs/tags/"):
-        assert facts["version"] == params["ref"].removeprefix("refs/tags/").removeprefix("v")
+        assert facts.version == params["ref"].removeprefix("refs/tags/").removeprefix("v")
 
 
 @fuzz(100)

@@ -84,8 +84,8 @@ def test_each_scrape_builds_its_figures_afresh(config):
 
 def test_the_pipeline_records_the_commit_time_in_utc_and_refuses_a_time_without_a_zone():
     facts = validate_params({"commit": COMMIT, "ref": "refs/tags/v1.0", "commit_time": "2026-11-26T11:00:00+01:00"})
-    assert facts["commit_time"] == "2026-11-26T10:00:00Z"
-    assert validate_params({"commit": COMMIT, "ref": "refs/tags/v1.0"})["commit_time"] is None
+    assert facts.commit_time == "2026-11-26T10:00:00Z"
+    assert validate_params({"commit": COMMIT, "ref": "refs/tags/v1.0"}).commit_time is None
     for bad in ("2026-11-26T10:00:00", "yesterday", 12):
         with pytest.raises(ParamError, match="^commit_time: "):
             validate_params({"commit": COMMIT, "ref": "refs/tags/v1.0", "commit_time": bad})

@@ -160,11 +160,10 @@ def test_the_scan_is_the_pipelines_trivy_command_on_the_deployed_digest(config, 
 
     (a, *_) = rescan.list_targets(config, state, "manual__1")
     args = a.pod["arguments"]
-    pipeline = steps.scan(config, "service-a").args
+    pipeline = steps.scan(config, "service-a", a.image).args
     assert len(args) == len(pipeline) and args[0] == "image" and args[-1] == a.image
     assert args[args.index("--output") + 1] == f"/artifacts/{a.report}"
-    assert [x for x in args if x not in (a.image, f"/artifacts/{a.report}")] == \
-        [x for x in pipeline if "{{" not in x]
+    assert [x for x in args if x != f"/artifacts/{a.report}"] == [x for x in pipeline if "{{" not in x]
     assert rescan.rescan_step(config).image == config.pipelines.tools.trivy
 
 

@@ -1,4 +1,5 @@
-"""A change set: what `deploy-<env>` is asked to apply, and the checks it makes before it writes.
+"""A change set: what `deploy-<env>` is asked to apply, the checks it makes before it writes, and
+what it did with it (`Applied`, `Undone`: its tasks' results).
 
 Pipelines, promote and rollback hand one over (release.flows.handover); `deploy-<env>` trusts no
 caller and checks it here: its shape (`ChangeSet`, every field named in an error), against the
@@ -111,6 +112,36 @@ class ChangeSet(Strict):
 
     def describe(self) -> str:
         return ", ".join(f"{i.service} {i.version}" for i in self.items)
+
+
+class Applied(Strict):
+    """What `deploy-<env>`'s `apply` did: the one GitOps commit of a checked change set.
+
+    Its XCom is `model_dump(mode="json")` (`multiple_outputs`: each field is also an XCom of its own,
+    so the converge step takes `gitops_commit` by reference); the smoke targets, the smoke evidence,
+    `undo`, `report` and the GitHub deployments read it back with `model_validate`."""
+
+    gitops_commit: str
+    approved_by: str | None  # None: this environment needs no approval for this kind of change
+    replaced: dict[str, str | None]  # service -> the version it replaced here (None: its first deploy here)
+    change: ChangeSet
+
+    @property
+    def short_commit(self) -> str:
+        return self.gitops_commit[:12]
+
+
+class Undone(Strict):
+    """What `deploy-<env>`'s `undo` did after a failed rollout or smoke test: one commit back."""
+
+    gitops_commit: str
+    what: str  # what failed, in a sentence: "the smoke test of service-a in dev failed after ..."
+    restored: list[str]  # the services put back on the version they had
+    first_time: list[str]  # services with no earlier version here: left as they are
+
+    @property
+    def short_commit(self) -> str:
+        return self.gitops_commit[:12]
 
 
 def parse_change_set(raw: Any) -> ChangeSet:

@@ -1,5 +1,5 @@
-"""The typed plans of promote and rollback: the user's choices, checked, and the registry's facts
-the gates judge (each digest's recorded evidence).
+"""The typed plans: a pipeline's checked trigger (`PipelineFacts`), and promote's and rollback's
+choices, checked, with the registry's facts the gates judge (each digest's recorded evidence).
 
 `validate` pushes `plan.model_dump(mode="json")` as its XCom; later tasks read it back with
 `PLAN.validate_python(...)`. The JSON is the contract `deploy-<env>` checks a caller's change
@@ -15,6 +15,19 @@ from pydantic import Field, TypeAdapter
 
 from release.domain.config import PlatformConfig
 from release.domain.values import Strict
+
+
+class PipelineFacts(Strict):
+    """What a `<service>-pipeline` run builds, from its checked params (release.domain.plans.
+    validate_params). Its `validate` task pushes `model_dump(mode="json")`; the pipeline's
+    hand-over, `deploy-<env>` (checking the calling run) and the GitHub report read it back."""
+
+    commit: str  # 40 lowercase hex
+    ref: str
+    pr: int | None  # set: PR mode, nothing is signed or deployed
+    version: str  # the tag without its "v", or sha-<12 hex> for a branch
+    release: bool  # not PR mode
+    commit_time: str | None  # UTC ISO-8601 ("...Z"): where DORA's change lead time starts
 
 
 class PlanItem(Strict):

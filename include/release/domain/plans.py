@@ -14,7 +14,7 @@ from typing import Any
 from release.domain.affected import AffectedIndex, validate_paths
 from release.domain.config import PlatformConfig
 from release.domain.gates import PromotionError, mapping, recorded, smoke_passed
-from release.domain.plan_models import PlanItem, PromotedItem, Promotion, Rollback
+from release.domain.plan_models import PipelineFacts, PlanItem, PromotedItem, Promotion, Rollback
 from release.domain.registry import NoRollbackTarget
 from release.domain.values import DNS1123_LABEL, MAX_REASON, USER_RE, VERSION_RE, Strict
 
@@ -26,7 +26,7 @@ class ParamError(ValueError):
     """A pipeline or dispatch param is refused; the message names it."""
 
 
-def validate_params(params: dict) -> dict:
+def validate_params(params: dict) -> PipelineFacts:
     """The run's params, checked before anything is built; errors name the param."""
     commit, ref, pr = params.get("commit"), params.get("ref"), params.get("pr")
     if not isinstance(commit, str) or not COMMIT_RE.fullmatch(commit):
@@ -43,8 +43,8 @@ def validate_params(params: dict) -> dict:
     if not VERSION_RE.fullmatch(version):
         raise ParamError(f"ref: the tag {tag[:80]!r} gives no version the registry can record; allowed: refs/tags/<version> "
                          "or refs/tags/v<version>, a version of letters, digits, '.', '_', '+', '-' (at most 128 characters)")
-    return {"commit": commit, "ref": ref, "pr": pr, "version": version, "release": pr is None,
-            "commit_time": _commit_time(params.get("commit_time"))}
+    return PipelineFacts(commit=commit, ref=ref, pr=pr, version=version, release=pr is None,
+                         commit_time=_commit_time(params.get("commit_time")))
 
 
 def _commit_time(value) -> str | None:
@@ -96,8 +96,8 @@ def plan_dispatch(params: dict, config: PlatformConfig) -> DispatchPlan:
         paths = validate_paths(params.get("changed_paths") or [])
     except ValueError as exc:
         raise ParamError(f"changed_paths: {exc}") from None
-    return DispatchPlan(commit=facts["commit"], ref=facts["ref"], pr=facts["pr"], changed_paths=paths,
-                        commit_time=facts["commit_time"], services=AffectedIndex.from_config(config).affected(paths))
+    return DispatchPlan(commit=facts.commit, ref=facts.ref, pr=facts.pr, changed_paths=paths,
+                        commit_time=facts.commit_time, services=AffectedIndex.from_config(config).affected(paths))
 
 
 # -- promote and rollback --------------------------------------------------------------------

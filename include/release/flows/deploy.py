@@ -28,20 +28,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from release.domain.change_set import ChangeRefused, ChangeSet, check_against_config, check_against_registry, needs_approval, parse_change_set
+from pydantic import ValidationError
+
+from release.domain.change_set import (Applied, ChangeRefused, ChangeSet, Undone, check_against_config,
+                                       check_against_registry, needs_approval, parse_change_set)
 from release.domain.config import PlatformConfig, load_config
 from release.domain.plans import pipeline_requester
-from release.flows import github_deployments
+from release.flows import github_deployments, xcoms
 
-# The task ids whose XComs later tasks read: apply and undo (what they committed: the change,
-# `gitops_commit`, for undo `restored`) and the smoke targets of each (one pod's kwargs per service).
-APPLY, UNDO = "apply", "undo"
-# The GitOps commit a converge step rolls out, rendered by Airflow from apply's or undo's result.
-ROLLED_OUT_COMMIT = {
-    APPLY: "{{ ti.xcom_pull(task_ids='apply')['gitops_commit'] }}",
-    UNDO: "{{ ti.xcom_pull(task_ids='undo')['gitops_commit'] }}",
-}
-SMOKE_TARGETS = {APPLY: "smoke_targets", UNDO: "smoke_undo_targets"}
+# The task ids whose results later tasks read (release.flows.xcoms): apply and undo (`Applied`,
+# `Undone`) and the smoke targets of each (one pod's kwargs per service).
+APPLY, UNDO, SMOKE_TARGETS = xcoms.APPLY, xcoms.UNDO, xcoms.SMOKE_TARGETS
 
 
 def smoke_targets(config: PlatformConfig, env: str, services: list[str], label: str) -> list[dict]:
@@ -86,25 +83,24 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
         raise ChangeRefused(f"change.requester: {change.requester!r} did not trigger {caller.dag_id} run "
                             f"{caller.run_id}; {triggered_by or 'no user'} did")
 
-    def pull(task_id: str):
-        return ti.xcom_pull(task_ids=task_id, dag_id=caller.dag_id, run_id=caller.run_id, map_indexes=-1)
-
+    run = {"dag_id": caller.dag_id, "run_id": caller.run_id}
     evidence: dict[str, dict] = {}
     if change.kind == "pipeline":
         item = change.items[0]
-        facts, image, scan = pull("validate") or {}, pull("image_ref"), pull("scan_gate")
-        if image != item.image or facts.get("version") != item.version:
+        facts = _recorded(xcoms.pipeline_facts, ti, run)
+        image, scan = xcoms.image_ref(ti, **run), xcoms.scan_summary(ti, **run)
+        if facts is None or image != item.image or facts.version != item.version:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} built "
-                                f"{facts.get('version')} as {image}, not {item.version} as {item.image}")
-        if not isinstance(scan, dict) or scan.get("passed") is not True:
+                                f"{facts.version if facts else None} as {image}, not {item.version} as {item.image}")
+        if scan is None or scan.get("passed") is not True:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} recorded no passed scan gate "
                                 f"for {item.image} (was scan_gate marked success by hand?)")
-        evidence[item.service] = {"commit": facts.get("commit"), "ref": facts.get("ref"), "scan": scan,
-                                  "commit_time": facts.get("commit_time")}
+        evidence[item.service] = {"commit": facts.commit, "ref": facts.ref, "scan": scan,
+                                  "commit_time": facts.commit_time}
     else:
-        plan = pull("validate") or {}
-        planned = [(i.get("service"), i.get("version"), i.get("image")) for i in plan.get("items") or []]
-        if plan.get("kind", change.kind) != change.kind or planned != [(i.service, i.version, i.image) for i in change.items]:
+        plan = _recorded(xcoms.plan, ti, run)
+        planned = [(i.service, i.version, i.image) for i in plan.items] if plan else []
+        if plan is None or plan.kind != change.kind or planned != [(i.service, i.version, i.image) for i in change.items]:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} planned "
                                 f"{', '.join(f'{s} {v}' for s, v, _ in planned) or 'nothing'}, not {change.describe()}")
     approver = None
@@ -119,8 +115,17 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
     return approver, evidence
 
 
+def _recorded(read, ti, run: dict):
+    """What the calling run recorded, read typed by `read` (a release.flows.xcoms reader); None if
+    it recorded nothing, or something of another shape: either way, nothing to deploy from."""
+    try:
+        return read(ti, **run)
+    except ValidationError:
+        return None
+
+
 def task_apply(env: str):
-    def apply(**context) -> dict:
+    def apply(**context) -> dict:  # Applied, as JSON
         """Check the change set (config, registry, the calling run, its approval), then make
         the one GitOps commit and start the rollout."""
         from release.flows import outcome
@@ -143,15 +148,15 @@ def task_apply(env: str):
             applied = commit_change(registry, change, env, approver, evidence, caller_evidence, config, context)
         except GitOpsError as exc:  # the remote unreachable, or never free: bounded retries are spent
             outcome.fail_task(f"nothing was written to {env}: {exc}")
-        outcome.record(context["ti"], f"committed {change.describe()} to {env}, commit {applied['gitops_commit'][:12]}; "
+        outcome.record(context["ti"], f"committed {change.describe()} to {env}, commit {applied.short_commit}; "
                                       "rolling out")
         github_deployments.started(context, config, registry, env, change, applied)
-        return applied
+        return applied.model_dump(mode="json")
     return apply
 
 
 def commit_change(registry, change: ChangeSet, env: str, approver: str | None, evidence: dict, caller_evidence: dict,
-                  config: PlatformConfig, context) -> dict:
+                  config: PlatformConfig, context) -> Applied:
     """The one GitOps commit of a checked change set, then the start of its rollout."""
     from release.domain.registry import DeployRequest
 
@@ -177,8 +182,7 @@ def commit_change(registry, change: ChangeSet, env: str, approver: str | None, e
                                             reason=change.reason)
     print(f"one commit {result.sha} in {env}: {change.describe()} ({change.kind} by {change.requester}"
           + (f", approved by {approver}" if approver else "") + f"); {start_rollout(config, env, result.sha)}")
-    return {"gitops_commit": result.sha, "approved_by": approver, "replaced": replaced,
-            "change": change.model_dump()}
+    return Applied(gitops_commit=result.sha, approved_by=approver, replaced=replaced, change=change)
 
 
 def pipeline_evidence(config: PlatformConfig, env: str, service: str, facts: dict) -> dict:
@@ -210,10 +214,11 @@ def start_rollout(config: PlatformConfig, env: str, sha: str) -> str:
 def task_smoke_targets(env: str, source: str):
     def targets(**context) -> list[dict]:
         """One smoke pod per service `source` put in place, each with its own smoke settings."""
-        done = context["ti"].xcom_pull(task_ids=source)
-        services = done.get("restored") if source == UNDO else [i["service"] for i in done["change"]["items"]]
+        ti = context["ti"]
+        done = xcoms.undone(ti) if source == UNDO else xcoms.applied(ti)
+        services = done.restored if isinstance(done, Undone) else done.change.services
         # Labelled with the GitOps commit they test (release-platform/commit).
-        return smoke_targets(load_config(), env, services, label=done["gitops_commit"])
+        return smoke_targets(load_config(), env, services, label=done.gitops_commit)
     return targets
 
 
@@ -223,22 +228,22 @@ def task_record_smoke(env: str):
         from release.flows import outcome
         from release.gitops.registry import Registry
 
-        applied = context["ti"].xcom_pull(task_ids=APPLY)
-        change = ChangeSet.model_validate(applied["change"])
+        applied = xcoms.applied(context["ti"])
+        change = applied.change
         evidence = {"passed": True, "run_id": change.caller.run_id, "deploy_run": context["run_id"],
                     "at": datetime.now(timezone.utc).isoformat()}
         Registry.from_config(load_config()).record_evidence(
             env, {i.service: {"version": i.version, "smoke": evidence} for i in change.items},
             by="release-platform", run_id=change.caller.run_id)
-        outcome.record(context["ti"], deployed_line(change, applied))
+        outcome.record(context["ti"], deployed_line(applied))
     return record_smoke
 
 
-def deployed_line(change: ChangeSet, applied: dict) -> str:
-    sha, approver = applied["gitops_commit"][:12], applied.get("approved_by")
+def deployed_line(applied: Applied) -> str:
+    change, sha, approver = applied.change, applied.short_commit, applied.approved_by
     if change.kind == "rollback":
         item = change.items[0]
-        line = (f"rolled {item.service} in {change.env} back from {applied['replaced'].get(item.service)} to "
+        line = (f"rolled {item.service} in {change.env} back from {applied.replaced.get(item.service)} to "
                 f"{item.version}, commit {sha}; smoke test passed")
     else:
         line = f"deployed {change.describe()} to {change.env}, commit {sha}"
@@ -256,13 +261,13 @@ def failed_step(context, env: str, strategy: str, converge: str, smoke: str) -> 
                     if state == "failed" and k.startswith(f"{smoke}_") and k[len(smoke) + 1:].isdigit())
     if not failed:
         return None
-    targets = ti.xcom_pull(task_ids=SMOKE_TARGETS[APPLY if smoke == "smoke" else UNDO]) or []
+    targets = xcoms.smoke_targets(ti, APPLY if smoke == "smoke" else UNDO)
     names = [targets[i]["labels"]["release-platform/service"] for i in failed if i < len(targets)]
     return f"smoke test of {', '.join(names)}" if names else "smoke test"
 
 
 def task_undo(env: str, strategy: str):
-    def undo(**context) -> dict:
+    def undo(**context) -> dict:  # Undone, as JSON
         """After a failed rollout or smoke test: put every service of the change set back on the
         version it replaced, in one commit, and fail later in `report` naming what failed."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -271,21 +276,21 @@ def task_undo(env: str, strategy: str):
         from release.gitops.registry import Registry
 
         ti = context["ti"]
-        applied = ti.xcom_pull(task_ids=APPLY)
-        if not applied:
+        applied = xcoms.applied(ti)
+        if applied is None:
             raise AirflowSkipException("nothing was committed, so there is nothing to undo")
         step = failed_step(context, env, strategy, "converge", "smoke")
         if step is None:
             raise AirflowSkipException(f"the rollout and smoke tests in {env} passed: nothing to undo")
-        change = ChangeSet.model_validate(applied["change"])
+        change = applied.change
         what = f"the {step} in {env} failed after {change.kind} of {change.describe()}"
         if change.kind == "rollback":
             # Undoing a rollback would put back the version someone just asked to take away.
             outcome.record(ti, f"{what}; left on {change.describe()} (undoing a rollback would restore the version "
                                "it removed): fix forward or roll back again")
             raise AirflowSkipException(what)
-        to_restore = [s for s in change.services if applied["replaced"].get(s)]
-        first_time = [s for s in change.services if not applied["replaced"].get(s)]
+        to_restore = [s for s in change.services if applied.replaced.get(s)]
+        first_time = [s for s in change.services if not applied.replaced.get(s)]
         if not to_restore:
             outcome.record(ti, f"{what}; no earlier version of {', '.join(first_time)} in {env} to roll back to")
             raise AirflowSkipException(what)
@@ -295,7 +300,7 @@ def task_undo(env: str, strategy: str):
         print(f"{what}; rollback commit {result.sha} restores {', '.join(to_restore)}; "
               f"{start_rollout(load_config(), env, result.sha)}")
         github_deployments.undo_started(context, load_config(), Registry.from_config(load_config()), env, to_restore, result.sha)
-        return {"gitops_commit": result.sha, "what": what, "restored": to_restore, "first_time": first_time}
+        return Undone(gitops_commit=result.sha, what=what, restored=to_restore, first_time=first_time).model_dump(mode="json")
     return undo
 
 
@@ -308,27 +313,26 @@ def task_report(env: str, strategy: str):
         from release.gitops.registry import Registry
 
         ti = context["ti"]
-        applied, undone = ti.xcom_pull(task_ids=APPLY), ti.xcom_pull(task_ids=UNDO)
-        if not applied:
-            why = outcome.recorded(context, ["apply"]) or "apply failed (see its log)"
+        applied, undone = xcoms.applied(ti), xcoms.undone(ti)
+        if applied is None:
+            why = outcome.recorded(context, [APPLY]) or "apply failed (see its log)"
             outcome.fail(ti, why)
-        change = ChangeSet.model_validate(applied["change"])
-        if undone:
+        if undone is not None:
             now = Registry.from_config(load_config()).state(env)
-            restored = ", ".join(f"{s} {now[s].version}" for s in undone["restored"] if s in now)
-            message = f"{undone['what']}; rolled {env} back to {restored} (commit {undone['gitops_commit'][:12]})"
-            if undone["first_time"]:
-                message += f"; no earlier version of {', '.join(undone['first_time'])} in {env} to roll back to"
+            restored = ", ".join(f"{s} {now[s].version}" for s in undone.restored if s in now)
+            message = f"{undone.what}; rolled {env} back to {restored} (commit {undone.short_commit})"
+            if undone.first_time:
+                message += f"; no earlier version of {', '.join(undone.first_time)} in {env} to roll back to"
             broken = failed_step(context, env, strategy, "converge_undo", "smoke_after_undo")
             outcome.fail(ti, message + (f"; the {broken} after the rollback failed too" if broken else ""))
         step = failed_step(context, env, strategy, "converge", "smoke")
         if step:
-            why = outcome.recorded(context, ["undo"]) or f"the {step} in {env} failed"
+            why = outcome.recorded(context, [UNDO]) or f"the {step} in {env} failed"
             outcome.fail(ti, why)
         failed = outcome.failed_tasks(context)
         if failed:
-            outcome.fail(ti, f"{deployed_line(change, applied)}, but {', '.join(failed)} failed")
-        print(outcome.record(ti, deployed_line(change, applied)))
+            outcome.fail(ti, f"{deployed_line(applied)}, but {', '.join(failed)} failed")
+        print(outcome.record(ti, deployed_line(applied)))
     return report
 
 
@@ -378,11 +382,13 @@ def build_deploy_dag(config: PlatformConfig, env: str):
     namespace, application = config.argocd_application(env)
     pods = {"namespace": environment.namespace, "kubernetes_conn_id": environment.kubernetes_conn_id}
 
-    def converge(task_id: str, commit_of: str, **kwargs):
-        revision = ROLLED_OUT_COMMIT[commit_of]
+    def converge(task_id: str, commit_of, **kwargs):
+        """Roll out the GitOps commit `commit_of` (the apply or undo task) made."""
+        revision = xcoms.rolled_out_commit(commit_of)
         if strategy == "helm":
-            step = steps.helm_deploy(config, env, revision, step=f"{'helm-rollback' if commit_of == 'undo' else 'helm'}-{env}")
-            return pod_operator(task_id, step, service=f"deploy-{env}", commit=commit_of,
+            step = steps.helm_deploy(config, env, revision,
+                                     step=f"{'helm-rollback' if commit_of.task_id == UNDO else 'helm'}-{env}")
+            return pod_operator(task_id, step, service=f"deploy-{env}", commit=commit_of.task_id,
                                 pool=steps.helm_pool(env), **pods, **kwargs)
         return ApplicationSyncedSensor(
             task_id=task_id, kubernetes_conn_id=environment.kubernetes_conn_id, namespace=namespace,
@@ -406,17 +412,20 @@ def build_deploy_dag(config: PlatformConfig, env: str):
         doc_md=deploy_doc(config, env),
         params={"change": Param({}, type="object", description="the change set a pipeline, promote or rollback run hands over")},
     ) as dag:
-        apply = PythonOperator(task_id=APPLY, python_callable=task_apply(env), outlets=[REGISTRY])
-        rollout = converge("converge", APPLY)
+        # multiple_outputs: each field of Applied and Undone is an XCom of its own too, so the
+        # converge step takes `gitops_commit` by reference (release.flows.xcoms.rolled_out_commit).
+        apply = PythonOperator(task_id=APPLY, python_callable=task_apply(env), outlets=[REGISTRY],
+                               multiple_outputs=True)
+        rollout = converge("converge", apply)
         targets = PythonOperator(task_id=SMOKE_TARGETS[APPLY], python_callable=task_smoke_targets(env, APPLY))
         smoke_pods = smoke("smoke", targets)
         record = PythonOperator(task_id="record_smoke", python_callable=task_record_smoke(env), outlets=[REGISTRY])
         undo = PythonOperator(task_id=UNDO, python_callable=task_undo(env, strategy), trigger_rule="all_done",
-                              outlets=[REGISTRY])
-        rollout_undo = converge("converge_undo", UNDO)
+                              outlets=[REGISTRY], multiple_outputs=True)
+        rollout_undo = converge("converge_undo", undo)
         undo_targets = PythonOperator(task_id=SMOKE_TARGETS[UNDO], python_callable=task_smoke_targets(env, UNDO))
         smoke_undo = smoke("smoke_after_undo", undo_targets)
-        report = PythonOperator(task_id="report", trigger_rule="all_done",
+        report = PythonOperator(task_id=xcoms.REPORT, trigger_rule="all_done",
                                 python_callable=github_deployments.reporting(task_report(env, strategy), env, strategy, failed_step))
 
         apply >> rollout >> targets >> smoke_pods >> record >> report

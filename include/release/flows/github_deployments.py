@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from release.domain.change_set import Applied
+from release.flows import xcoms
 from release.github import outbound, statuses
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ def _on(config) -> bool:
     return outbound.client(config) is not None
 
 
-def started(context, config, registry, env: str, change, applied: dict) -> None:
+def started(context, config, registry, env: str, change, applied: Applied) -> None:
     """deploy-<env>'s apply made its GitOps commit: a deployment per service, in_progress."""
     try:
         if not _on(config):
@@ -103,7 +105,7 @@ def started(context, config, registry, env: str, change, applied: dict) -> None:
         now = registry.state(env)
         deployed = {s: now[s] for s in change.services if s in now}
         made = create(config, env, deployed, kind=change.kind, requester=change.requester,
-                      gitops_commit=applied["gitops_commit"], ti=context["ti"])
+                      gitops_commit=applied.gitops_commit, ti=context["ti"])
         context["ti"].xcom_push(key=XCOM_KEY, value=made)
     except Exception:  # noqa: BLE001 - GitHub mirrors the deploy; it never stops it
         log.exception("GitHub: deployments of %s not reported", env)
@@ -130,8 +132,8 @@ def finished(context, config, env: str, strategy: str, succeeded: bool, message:
             return
         ti = context["ti"]
         url = run_url(ti)
-        made = ti.xcom_pull(task_ids="apply", key=XCOM_KEY) or {}
-        undone = ti.xcom_pull(task_ids="undo", key=UNDO_XCOM_KEY) or {}
+        made = xcoms.pull(ti, xcoms.APPLY, XCOM_KEY) or {}
+        undone = xcoms.pull(ti, xcoms.UNDO, UNDO_XCOM_KEY) or {}
         for service, d in made.items():
             if succeeded:
                 set_status(config, d["id"], "success", url, message, env)
@@ -159,6 +161,7 @@ def reporting(report, env: str, strategy: str, failed_step):
     `failed_step(context, env, strategy, converge, smoke)`: deploy-<env>'s name of the step that failed."""
     def report_and_mirror(**context):
         from release.domain.config import load_config
+        from release.flows import outcome
 
         try:
             result = report(**context)
@@ -166,7 +169,7 @@ def reporting(report, env: str, strategy: str, failed_step):
             finished(context, _config_or_none(load_config), env, strategy, False, str(exc) or "failed", failed_step)
             raise
         finished(context, _config_or_none(load_config), env, strategy, True,
-                 context["ti"].xcom_pull(task_ids="report", key="outcome") or "deployed", failed_step)
+                 outcome.recorded(context, [xcoms.REPORT]) or "deployed", failed_step)
         return result
     return report_and_mirror
 

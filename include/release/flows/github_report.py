@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 
+from release.flows import xcoms
 from release.github import statuses
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,12 @@ def _description(ti, event: str, state: str, error: BaseException | None) -> str
         return f"retrying after: {error}" if event == "failed" else None
     if state == "failure":
         return _outcome(ti) or (f"failed: {error}" if error else None)
-    if task_id == "scan_gate":
-        scan = ti.xcom_pull(task_ids="scan_gate") or {}
+    if task_id == xcoms.SCAN_GATE:
+        scan = xcoms.scan_summary(ti) or {}
         counts = " ".join(f"{k}={v}" for k, v in (scan.get("counts") or {}).items())
         return f"passed at threshold {scan.get('threshold')}; counts {counts}" if scan else None
-    if task_id == "chart_validate":
-        envs = ti.xcom_pull(task_ids="chart_validate") or []
+    if task_id == xcoms.CHART_VALIDATE:
+        envs = xcoms.chart_envs(ti)
         return f"renders, lints and validates for {', '.join(envs)}" if envs else None
     if task_id == "hand_over":
         return _outcome(ti)
@@ -135,8 +136,8 @@ def _smoke_event(ti, event: str, error: BaseException | None) -> None:
     caller = change.get("caller") or {}
     if change.get("kind") != "pipeline" or not caller.get("dag_id") or not change.get("items"):
         return
-    facts = ti.xcom_pull(task_ids="validate", dag_id=caller["dag_id"], run_id=caller["run_id"], map_indexes=-1) or {}
-    commit, service = facts.get("commit"), change["items"][0].get("service")
+    facts = xcoms.pipeline_facts(ti, dag_id=caller["dag_id"], run_id=caller.get("run_id"))
+    commit, service = facts.commit if facts else None, change["items"][0].get("service")
     if not isinstance(commit, str) or not COMMIT_RE.fullmatch(commit) or service not in config.services:
         return
     state = _state(ti, event)
@@ -167,14 +168,14 @@ def _pr_report(config, ti, service: str, commit: str, pr: int, state: str, error
                                       stages={name: shown(t) for t, name in PR_STAGES.items()})
     gate = shown("scan_gate")
     if gate == "success":
-        report.scan = ti.xcom_pull(task_ids="scan_gate")
+        report.scan = xcoms.scan_summary(ti)
     elif gate == "failed":
         report.scan, report.scan_error = _blocked_summary(config, service, commit)
     else:
         report.scan_error = "not run" if gate == "not run" else "running"
     charts = shown("chart_validate")
     if charts == "success":
-        report.charts = list(ti.xcom_pull(task_ids="chart_validate") or [])
+        report.charts = xcoms.chart_envs(ti)
     elif charts == "failed":
         report.chart_error = f"failed: {error}" if now == "chart_validate" and error else "failed (see the run)"
     else:

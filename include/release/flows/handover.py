@@ -15,10 +15,7 @@ from typing import Any, Callable
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-from release.flows import outcome
-
-# The deploy run's task that records what happened (release.flows.deploy.task_report).
-REPORT_TASK = "report"
+from release.flows import outcome, xcoms
 
 
 def deploy_dag_id(env: str) -> str:
@@ -88,7 +85,7 @@ class HandOver(TriggerDagRunOperator):
         dag_id = data.get("dag_id") or self.trigger_dag_id
         state = data.get(run_id)
         ti = context["ti"]
-        said = ti.xcom_pull(task_ids=REPORT_TASK, key=outcome.KEY, dag_id=dag_id, run_id=run_id, map_indexes=-1)
+        said = xcoms.deploy_outcome(ti, dag_id, run_id)
         message = f"{said or f'{dag_id} run {state}'} ({dag_id} run {run_id})"
         extra = self.also(context) if self.also else None
         if extra:

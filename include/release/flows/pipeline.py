@@ -22,6 +22,7 @@ from typing import Any
 from release.domain.config import PlatformConfig
 from release.domain.gates import scan_policy_for
 from release.domain.plans import ParamError, pipeline_requester, validate_params
+from release.flows import xcoms
 from release.flows.outcome import fail_task
 
 
@@ -29,8 +30,9 @@ from release.flows.outcome import fail_task
 
 
 def task_validate(params: dict) -> dict:
+    """The checked params, `PipelineFacts` as JSON: later tasks read them (release.flows.xcoms)."""
     try:
-        return validate_params(params)
+        return validate_params(params).model_dump(mode="json")
     except ParamError as exc:
         fail_task(f"refused: {exc}")
 
@@ -84,11 +86,11 @@ def change_set(service: str):
         from release.domain.config import load_config
 
         ti = context["ti"]
-        facts = ti.xcom_pull(task_ids="validate")
+        facts = xcoms.pipeline_facts(ti)
         return {"kind": "pipeline", "env": load_config().env_order[0],
-                "items": [{"service": service, "version": facts["version"], "image": ti.xcom_pull(task_ids="image_ref")}],
+                "items": [{"service": service, "version": facts.version, "image": xcoms.image_ref(ti)}],
                 "requester": pipeline_requester(getattr(context["dag_run"], "triggering_user_name", None)),
-                "reason": f"pipeline of {facts['ref']}", "caller": {"dag_id": ti.dag_id, "run_id": ti.run_id}}
+                "reason": f"pipeline of {facts.ref}", "caller": {"dag_id": ti.dag_id, "run_id": ti.run_id}}
     return build
 
 
@@ -145,21 +147,23 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
         },
         render_template_as_native_obj=False,
     ) as dag:
-        validate = PythonOperator(task_id="validate", python_callable=_validate_from_context)
+        validate = PythonOperator(task_id=xcoms.VALIDATE, python_callable=_validate_from_context)
         verify = pod_operator("verify", steps.verify(config, service), **pods)
-        build = pod_operator("build", steps.build(config, service), pool="builds", **pods)
-        image_ref = PythonOperator(task_id="image_ref", python_callable=_image_ref_from_context(service))
-        sbom = pod_operator("sbom", steps.sbom(config, service), **pods)
-        scan = pod_operator("scan", steps.scan(config, service), **pods)
+        build = pod_operator(xcoms.BUILD, steps.build(config, service), pool="builds", **pods)
+        image_ref = PythonOperator(task_id=xcoms.IMAGE_REF, python_callable=_image_ref_from_context(service))
+        # The image this run built, by reference: the steps after it sbom, scan, sign and attest it.
+        built = image_ref.output
+        sbom = pod_operator("sbom", steps.sbom(config, service, built), **pods)
+        scan = pod_operator("scan", steps.scan(config, service, built), **pods)
         scan_sarif = pod_operator("scan_sarif", steps.scan_sarif(config, service), **pods)
-        scan_gate = PythonOperator(task_id="scan_gate", python_callable=task_scan_gate,
+        scan_gate = PythonOperator(task_id=xcoms.SCAN_GATE, python_callable=task_scan_gate,
                                    op_kwargs={"service": service, "commit": steps.COMMIT})
-        chart_validate = PythonOperator(task_id="chart_validate", python_callable=task_chart_validate,
+        chart_validate = PythonOperator(task_id=xcoms.CHART_VALIDATE, python_callable=task_chart_validate,
                                         op_kwargs={"service": service})
         is_release = ShortCircuitOperator(task_id="is_release", python_callable=_is_release,
                                           doc_md="PR mode (pr set) stops here: nothing signed or deployed.")
-        sign = pod_operator("sign", steps.sign(config, service), **pods)
-        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service), **pods)
+        sign = pod_operator("sign", steps.sign(config, service, built), **pods)
+        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service, built), **pods)
         hand_over = HandOver(change_set=change_set(service), doc_md=f"deploy-{env} commits, rolls out and smoke-tests.")
 
         validate >> [verify, chart_validate]
@@ -177,7 +181,7 @@ def _validate_from_context(**context) -> dict:
 
 def _image_ref_from_context(service: str):
     def image_ref(**context) -> str:
-        return task_image_ref(service, context["ti"].xcom_pull(task_ids="build"))
+        return task_image_ref(service, xcoms.build_result(context["ti"]))
     return image_ref
 
 

@@ -36,7 +36,8 @@ def _plan_with_description(params, config, state, requester) -> Promotion:
 
 def _changes_line(context) -> str | None:
     """What the run's note adds to the deploy's message: the commits and PRs promoted."""
-    return (context["ti"].xcom_pull(task_ids=VALIDATE) or {}).get("changes")
+    plan = plan_of(context)
+    return plan.changes if isinstance(plan, Promotion) else None
 
 
 VERIFY_ARGS = "verify_args"  # the XCom of validate that verify_signatures runs with

@@ -10,22 +10,22 @@ from datetime import timedelta
 
 from release.domain.config import load_config
 from release.domain.gates import PromotionError
-from release.domain.plan_models import PLAN, Promotion, Rollback
+from release.domain.plan_models import Promotion, Rollback
 from release.domain.registry_file import RegistryFileError
+from release.flows import xcoms
 from release.flows.outcome import fail_task, refuse_task
 
 # Runs of promote (and rollback) at once: each waits for its approval or its turn in deploy-<env>.
 MAX_ACTIVE_REQUESTS = 16
 
 
-VALIDATE = "validate"  # the task id of the planner; its XCom is the plan (release.domain.plan_models)
+VALIDATE = xcoms.VALIDATE  # the task id of the planner; its XCom is the plan (release.domain.plan_models)
 APPROVAL_KEYS = ("subject", "body")
 
 
 def plan_of(context) -> Promotion | Rollback | None:
     """The plan `validate` recorded for this run (None if it recorded none)."""
-    recorded = context["ti"].xcom_pull(task_ids=VALIDATE)
-    return PLAN.validate_python(recorded) if recorded else None
+    return xcoms.plan(context["ti"])
 
 
 def run_planner(planner, context) -> Promotion | Rollback:

@@ -1,18 +1,26 @@
 """The tool pods of a service pipeline, as data: which image, which arguments.
 
-Values that come from a run (commit, digest) are Jinja templates rendered by Airflow
-into single arguments; they are validated by the pipeline's first task and never pass
-through a shell.
+Values that come from a run are rendered by Airflow into single arguments: the commit from the
+run's params (`COMMIT`, checked by the pipeline's first task), and what an earlier task produced
+(the built image, a GitOps commit) as a `RunValue` the DAG builder passes in: an XComArg of that
+task, resolved when the pod starts. Nothing passes through a shell.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Union
+
 from release.domain.config import PlatformConfig
 from release.k8s.pods import ARTIFACTS_MOUNT, InitContainer, PodStep, Resources, SecretEnv, SecretVolume, SecurityException
 
+if TYPE_CHECKING:
+    from airflow.sdk import XComArg
+
 COMMIT = "{{ params.commit }}"
-DIGEST = "{{ ti.xcom_pull(task_ids='build')['containerimage.digest'] }}"
-SIGNED_REF = "{{ ti.xcom_pull(task_ids='image_ref') }}"
+# What an earlier task of the run produced: the value itself, or (as the DAG builders pass it) an
+# XComArg of that task. Inside a longer argument ("registry:<image>") an XComArg formats as
+# Airflow's own template of itself, rendered like the rest of the pod's arguments.
+RunValue = Union[str, "XComArg"]
 
 
 def artifact_dir(service: str) -> str:
@@ -59,24 +67,27 @@ def build(config: PlatformConfig, service: str) -> PodStep:
     )
 
 
-def sbom(config: PlatformConfig, service: str) -> PodStep:
+def sbom(config: PlatformConfig, service: str, image: RunValue) -> PodStep:
+    """The SBOM of the built `image` (repository@digest), straight from the registry."""
     return PodStep(
         "sbom", config.pipelines.tools.syft,
-        args=["scan", f"registry:{SIGNED_REF}", "--output", f"spdx-json={artifact_dir(service)}/sbom.spdx.json"],
+        args=["scan", f"registry:{image}", "--output", f"spdx-json={artifact_dir(service)}/sbom.spdx.json"],
         artifacts=True,
     )
 
 
-def trivy_args(image: str, output: str) -> list[str]:
+def trivy_args(image: RunValue, output: str) -> list[str]:
     """Trivy's vulnerability scan of `image` into the JSON report `output`: the pipeline's scan
     and the nightly re-scan of what runs (release.flows.rescan) run exactly this."""
     return ["image", "--format", "json", "--output", output, "--scanners", "vuln", "--cache-dir", "/tmp/trivy", image]
 
 
-def scan(config: PlatformConfig, service: str) -> PodStep:
+def scan(config: PlatformConfig, service: str, image: RunValue | None = None) -> PodStep:
+    """Trivy's scan of the built `image`; with no image, no arguments: the caller gives each pod
+    its own (the nightly re-scan of what runs, release.flows.rescan)."""
     return PodStep(
         "scan", config.pipelines.tools.trivy,
-        args=trivy_args(SIGNED_REF, f"{artifact_dir(service)}/trivy.json"),
+        args=trivy_args(image, f"{artifact_dir(service)}/trivy.json") if image is not None else [],
         resources=Resources(cpu="500m", memory="512Mi"),
         artifacts=True,
     )
@@ -113,20 +124,20 @@ def verify_signatures_args(images: list[str]) -> list[str]:
     return ["verify", "--key", f"{COSIGN_KEY_DIR}/cosign.pub", "--insecure-ignore-tlog=true", "--output", "json", *images]
 
 
-def sign(config: PlatformConfig, service: str) -> PodStep:
+def sign(config: PlatformConfig, service: str, image: RunValue) -> PodStep:
     return PodStep(
         "sign", config.pipelines.tools.cosign,
-        args=["sign", "--yes", "--tlog-upload=false", "--key", f"{COSIGN_KEY_DIR}/cosign.key", SIGNED_REF],
+        args=["sign", "--yes", "--tlog-upload=false", "--key", f"{COSIGN_KEY_DIR}/cosign.key", image],
         **_cosign(config),
     )
 
 
-def attest_sbom(config: PlatformConfig, service: str) -> PodStep:
+def attest_sbom(config: PlatformConfig, service: str, image: RunValue) -> PodStep:
     return PodStep(
         "attest-sbom", config.pipelines.tools.cosign,
         args=["attest", "--yes", "--tlog-upload=false", "--type", "spdxjson",
               "--predicate", f"{artifact_dir(service)}/sbom.spdx.json",
-              "--key", f"{COSIGN_KEY_DIR}/cosign.key", SIGNED_REF],
+              "--key", f"{COSIGN_KEY_DIR}/cosign.key", image],
         artifacts=True,
         **_cosign(config),
     )
@@ -183,7 +194,7 @@ def gitops_clone_url(config: PlatformConfig) -> str:
     return parsed._replace(netloc=f"{keep}{host}").geturl()
 
 
-def _fetch_gitops(config: PlatformConfig, env: str, revision: str) -> tuple[InitContainer, InitContainer]:
+def _fetch_gitops(config: PlatformConfig, env: str, revision: RunValue) -> tuple[InitContainer, InitContainer]:
     """Clone the tip of the GitOps branch, and prove `revision` (the commit this run wrote) is in it.
 
     The tip, not `revision` itself: upgrades of a release queue in a pool, not in commit
@@ -209,10 +220,14 @@ def _fetch_gitops(config: PlatformConfig, env: str, revision: str) -> tuple[Init
     return clone, verify
 
 
-def helm_deploy(config: PlatformConfig, env: str, revision: str, step: str | None = None) -> PodStep:
+def helm_deploy(config: PlatformConfig, env: str, revision: RunValue, step: str | None = None) -> PodStep:
     """`helm upgrade --install --atomic --wait` of `env`'s umbrella chart at the GitOps branch
-    tip, which contains `revision` (a template of the task that wrote it): what Argo CD would
-    sync, with the same release name and the same values files as the ApplicationSet gives it."""
+    tip, which contains `revision`: what Argo CD would sync, with the same release name and the
+    same values files as the ApplicationSet gives it.
+
+    `revision` is the commit, or (as `deploy-<env>` passes it) a reference to the XCom of the task
+    that wrote it, which Airflow resolves when the pod starts: as an argument of its own, and inside
+    the description, where an XComArg formats as Airflow's own template of itself."""
     from release.domain.registry import umbrella_dir
 
     environment = config.environments[env]

@@ -116,6 +116,21 @@ def test_undo_refuses_versions_that_are_not_targets(timeline, version):
         timeline.undo("dev", "service-a", outcome="rolled_back", by="b", run_id="x", reason="", to_version=version)
 
 
+def test_the_undo_target_rule_checks_the_digest_and_names_what_is_allowed(timeline):
+    """One rule for every rollback: the target's digest must be the one that ran, and a refusal
+    carries the allowed versions so each caller can name them in its own words."""
+    one_oh = timeline.deployed_versions("dev", "service-a")["1.0"]
+    assert timeline.undo_target("dev", "service-a", "1.0", image=one_oh.image) == one_oh
+    with pytest.raises(NoRollbackTarget, match=r"image: service-a 1.0 ran in dev as .*, not .*@sha256:f{64}") as exc:
+        timeline.undo_target("dev", "service-a", "1.0", image=one_oh.image.replace(digest("a"), digest("f")))
+    assert exc.value.allowed == ("1.1", "1.0")
+    with pytest.raises(NoRollbackTarget) as exc:
+        timeline.undo_target("dev", "service-a", "1.3")
+    assert exc.value.allowed == ("1.1", "1.0")
+    with pytest.raises(NoRollbackTarget, match="service-a has never been deployed to prod: nothing to roll back"):
+        timeline.undo_target("prod", "service-a", "1.0")
+
+
 def test_history_filters(timeline):
     assert {e.env for e in timeline.history(service="service-a")} == {"dev", "staging"}
     assert [e.version for e in timeline.history(env="dev", since="2026-11-03T00:30:00Z")] == ["1.1", "1.3"]

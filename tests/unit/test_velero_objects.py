@@ -171,3 +171,97 @@ def test_backups_command_lists_records_oldest_first(data_dir, capsys):
     assert "151s" in out
     assert main(["backups", "--env", "qa"]) == 2
     assert "allowed: dev, staging, prod" in capsys.readouterr().err
+
+
+# -- typed objects against Velero's own CRDs ------------------------------------------------------
+
+
+def _types(schema: dict, defs: dict) -> set[str]:
+    """The JSON types a (pydantic-generated) property schema allows, `null` left out."""
+    if "$ref" in schema:
+        return _types(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+    if "anyOf" in schema:
+        return set().union(*(_types(s, defs) for s in schema["anyOf"])) - {"null"}
+    return {schema.get("type", "object")}
+
+
+def _fields_match(model_schema: dict, crd: dict, where: str, defs: dict) -> list[str]:
+    """Each property of our model names a property of the CRD's schema, with the same JSON type."""
+    problems = []
+    for name, prop in model_schema.get("properties", {}).items():
+        theirs = (crd.get("properties") or {}).get(name)
+        if theirs is None:
+            problems.append(f"{where}.{name}: not in the CRD")
+            continue
+        if theirs.get("type") not in _types(prop, defs):
+            problems.append(f"{where}.{name}: CRD type {theirs.get('type')}, ours {sorted(_types(prop, defs))}")
+        target = defs[prop["$ref"].rsplit("/", 1)[1]] if "$ref" in prop else prop
+        if "properties" in target:
+            problems += _fields_match(target, theirs, f"{where}.{name}", defs)
+    return problems
+
+
+@pytest.mark.parametrize("model, kind, part", [
+    ("BackupSpec", "Backup", "spec"), ("RestoreSpec", "Restore", "spec"),
+    ("VeleroObjectStatus", "Backup", "status"), ("VeleroObjectStatus", "Restore", "status"),
+])
+def test_every_field_we_write_or_read_is_in_velero_s_crd(model, kind, part):
+    """The API server prunes a field its CRD does not know instead of refusing it, so a misspelt
+    name (`restorePvs` for `restorePVs`) would pass a schema check and silently do nothing."""
+    from release.k8s import velero_objects
+    from sandbox.validation import _crd_schema
+
+    ours = getattr(velero_objects, model).model_json_schema(by_alias=True)
+    crd = _crd_schema(kind)["properties"][part]
+    defs = ours.get("$defs", {})
+    if part == "status":  # one model reads both kinds: each progress counter belongs to one of them
+        other = "itemsRestored" if kind == "Backup" else "itemsBackedUp"
+        defs = {**defs, "Progress": {**defs["Progress"], "properties": {
+            k: v for k, v in defs["Progress"]["properties"].items() if k != other}}}
+    assert _fields_match(ours, crd, part, defs) == []
+
+
+def test_typed_manifests_dump_to_what_the_api_takes(config):
+    from release.k8s.velero_objects import Backup, new_backup
+
+    typed = new_backup(config, "prod", name="release-prod-1", dag_id="velero-backups", run_id="r1")
+    manifest = typed.to_api()
+    validate_crd(manifest)
+    assert manifest["apiVersion"] == "velero.io/v1" and manifest["kind"] == "Backup"
+    assert set(manifest["spec"]) == {"includedNamespaces", "ttl", "storageLocation", "snapshotVolumes"}
+    assert Backup.model_validate(manifest) == typed  # and back: the API's names read as ours
+    restore = restore_manifest(config, "prod", name="r", backup="b", mapping={"apps-prod": "drill-x"}, dag_id="d", run_id="r")
+    assert "restorePVs" in restore["spec"] and "restorePvs" not in restore["spec"]
+
+
+def test_a_manifest_with_a_field_we_do_not_set_is_refused_before_the_api_is_called(config):
+    from pydantic import ValidationError
+
+    from release.k8s import velero
+
+    manifest = backup_manifest(config, "prod", name="n", dag_id="d", run_id="r")
+    with pytest.raises(ValidationError, match="spec.includedResources"):
+        velero.create("no-such-connection", {**manifest, "spec": {**manifest["spec"], "includedResources": ["*"]}})
+
+
+def test_what_velero_returns_is_read_leniently_but_a_wrong_type_is_named():
+    from release.k8s.objects import MalformedObject
+
+    # Fields Velero adds are ignored; nulls where Velero leaves a field out read as "not yet".
+    newer = {"kind": "Restore", "metadata": {"name": "r", "uid": "u"},
+             "status": {"phase": None, "progress": None, "errors": None, "hookStatus": {}, "newField": 1}}
+    s = VeleroStatus.of(newer)
+    assert (s.phase, s.items_done, s.errors, s.validation_errors) == ("New", 0, 0, [])
+    restored = VeleroStatus.of({"kind": "Restore", "metadata": {"name": "r"},
+                                "status": {"phase": "Completed", "progress": {"totalItems": 5, "itemsRestored": 5}}})
+    assert (restored.items_done, restored.items_total) == (5, 5)
+    assert VeleroStatus.model_validate(restored.to_dict()) == restored  # what the sensor pushes reads back
+    for obj, field in [
+        ({"kind": "Backup", "metadata": {"name": "b"}, "status": {"progress": {"totalItems": "many"}}}, "status.progress.totalItems"),
+        ({"kind": "Backup", "metadata": {"name": "b"}, "status": {"validationErrors": "bad"}}, "status.validationErrors"),
+        ({"kind": "Backup", "metadata": {}}, "metadata.name"),
+        ({"kind": "Schedule", "metadata": {"name": "s"}}, "kind"),
+        (None, "the object"),
+    ]:
+        with pytest.raises(MalformedObject, match=f"cannot be read: {field}: "):
+            VeleroStatus.of(obj)

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from release.domain.config import PlatformConfig
 from release.domain.gates import PromotionError, gate_freeze, gate_scan, gate_smoke
 from release.domain.plan_models import PromotedItem, Promotion
+from release.domain.registry import NoRollbackTarget
 from release.domain.scan import utc_today
 from release.domain.values import DIGEST_RE, DNS1123_LABEL, MAX_REASON, USER_RE, VERSION_RE, Strict
 
@@ -196,7 +197,8 @@ def check_against_registry(change: ChangeSet, config: PlatformConfig, state, now
 
     A promotion's digests must have been deployed (and not undone) in `from_env`, and the gates
     are judged again on the registry's evidence, not on anything the caller sent; a rollback's
-    target must have been deployed here before. Returns service -> evidence."""
+    target is judged by the registry's one rule (`RegistryState.undo_target`), digest included.
+    Returns service -> evidence."""
     env = change.env
     evidence: dict[str, dict] = {}
     if change.kind == "promotion":
@@ -223,13 +225,11 @@ def check_against_registry(change: ChangeSet, config: PlatformConfig, state, now
             raise ChangeRefused(f"gate freeze: {env} is frozen until {end}")
     elif change.kind == "rollback":
         item = change.items[0]
-        current = state.current(env).get(item.service)
-        target = state.deployed_versions(env, item.service).get(item.version)
-        if current is None or target is None or current.version == item.version or target.image != item.image:
-            allowed = [v for v in reversed(list(state.deployed_versions(env, item.service)))
-                       if not current or v != current.version]
+        try:
+            state.undo_target(env, item.service, item.version, image=item.image)
+        except NoRollbackTarget as exc:
             raise ChangeRefused(f"change.items: {item.service} {item.version} ({item.image}) was never successfully "
-                                f"deployed to {env} before; allowed: {', '.join(allowed) or 'none'}")
+                                f"deployed to {env} before; allowed: {', '.join(exc.allowed) or 'none'}") from None
     return evidence
 
 

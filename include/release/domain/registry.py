@@ -51,7 +51,12 @@ class RegistryError(ValueError):
 
 
 class NoRollbackTarget(RegistryError):
-    pass
+    """There is nothing (or not that) to roll back to; `allowed` lists the versions that are,
+    newest first, so each caller can name them in its own field's words."""
+
+    def __init__(self, message: str, allowed: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.allowed = allowed
 
 
 @dataclass(frozen=True)
@@ -330,19 +335,28 @@ class RegistryState:
         self.entries.append(entry)
         return entry
 
-    def undo_target(self, env: str, service: str, to_version: str | None = None) -> HistoryEntry:
-        """What undoing `service` in `env` puts back: `to_version`, which must have been deployed
-        there successfully before the current version, or by default the rollback target."""
+    def undo_target(self, env: str, service: str, to_version: str | None = None,
+                    image: str | None = None) -> HistoryEntry:
+        """What undoing `service` in `env` puts back: by default the rollback target; else
+        `to_version`, which must have been deployed there successfully (and not undone), must not
+        be the current version, and, when `image` is given, must have run as exactly that digest.
+
+        The one rule for every rollback: a person's (`plan_rollback`), the registry write
+        (`undo`) and deploy-<env>'s check of a handed-over change (`check_against_registry`)."""
         if to_version is None:
             return self.rollback_target(env, service)
-        target = self.deployed_versions(env, service).get(to_version)
         current = self.environments.get(env, {}).get(service)
-        if target is None or (current and current.version == to_version):
-            allowed = [v for v in self.deployed_versions(env, service) if not current or v != current.version]
+        if current is None:
+            raise NoRollbackTarget(f"{service} has never been deployed to {env}: nothing to roll back")
+        deployed = self.deployed_versions(env, service)
+        allowed = tuple(v for v in reversed(deployed) if v != current.version)
+        target = deployed.get(to_version)
+        if target is None or to_version == current.version:
             raise NoRollbackTarget(
                 f"to_version: {to_version!r} was never successfully deployed to {env} before "
-                f"{current.version if current else 'the current version'}; allowed: {', '.join(reversed(allowed)) or 'none'}"
-            )
+                f"{current.version}; allowed: {', '.join(allowed) or 'none'}", allowed)
+        if image is not None and image != target.image:
+            raise NoRollbackTarget(f"image: {service} {to_version} ran in {env} as {target.image}, not {image}", allowed)
         return target
 
     def undo(self, env: str, service: str, *, outcome: Outcome, by: str, run_id: str, reason: str, to_version: str | None = None, at: str | None = None,

@@ -10,19 +10,102 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any, AsyncIterator
+
+from pydantic import field_validator
 
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from release.domain import deadlines
+from release.domain.values import Strict
+from release.k8s.objects import ApiObject, MalformedObject, Manifest
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
 
 
-@dataclass(frozen=True)
-class AppState:
+# -- the Application, typed: what we write (a sync request) and what we read back -------------
+
+
+class SyncStrategy(Manifest):
+    hook: dict = {}  # run the sync hooks, as `argocd app sync` does by default
+
+
+class SyncRequest(Manifest):
+    revision: str
+    sync_strategy: SyncStrategy = SyncStrategy()
+
+
+class Initiator(Manifest):
+    username: str
+
+
+class Operation(Manifest):
+    """`operation`: a request for Argo CD to act, which it clears once it has."""
+
+    initiated_by: Initiator
+    sync: SyncRequest
+
+
+class SyncPatch(Manifest):
+    """The merge patch that asks an Application to sync one revision."""
+
+    operation: Operation
+
+
+class SyncStatus(ApiObject):
+    status: str | None = None  # Synced, OutOfSync, Unknown
+    revision: str | None = None
+
+
+class HealthStatus(ApiObject):
+    status: str | None = None  # Healthy, Progressing, Degraded, Suspended, Missing, Unknown
+    message: str | None = None
+
+
+class OperationState(ApiObject):
+    phase: str | None = None  # Running, Succeeded, Failed, Error, Terminating
+    message: str | None = None
+
+
+class ApplicationStatus(ApiObject):
+    sync: SyncStatus = SyncStatus()
+    health: HealthStatus = HealthStatus()
+    operation_state: OperationState = OperationState()
+
+    @field_validator("sync", "health", "operation_state", mode="before")
+    @classmethod
+    def _empty_when_null(cls, value: object) -> object:
+        return {} if value is None else value
+
+
+class PendingSync(ApiObject):
+    revision: str | None = None
+
+
+class PendingOperation(ApiObject):
+    sync: PendingSync | None = None
+
+
+class Application(ApiObject):
+    """An Argo CD Application as the API returns it: the fields the platform waits on."""
+
+    status: ApplicationStatus = ApplicationStatus()
+    operation: PendingOperation | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _no_status_yet(cls, value: object) -> object:
+        return {} if value is None else value
+
+    def pending(self, revision: str) -> bool:
+        """Our sync request for `revision` is still there: Argo CD has not picked it up yet."""
+        return bool(self.operation and self.operation.sync and self.operation.sync.revision == revision)
+
+
+class AppState(Strict):
+    """What the wait judges an Application on, flattened for the verdict and the log."""
+
     sync: str | None
     revision: str | None
     health: str | None
@@ -30,15 +113,16 @@ class AppState:
     message: str | None
 
     @classmethod
-    def of(cls, app: dict) -> AppState:
-        status = app.get("status") or {}
-        op = status.get("operationState") or {}
+    def of(cls, app: Application | dict) -> AppState:
+        if not isinstance(app, Application):
+            app = Application.read(app, "Argo CD Application")
+        status = app.status
         return cls(
-            sync=(status.get("sync") or {}).get("status"),
-            revision=(status.get("sync") or {}).get("revision"),
-            health=(status.get("health") or {}).get("status"),
-            operation_phase=op.get("phase"),
-            message=(status.get("health") or {}).get("message") or op.get("message"),
+            sync=status.sync.status,
+            revision=status.sync.revision,
+            health=status.health.status,
+            operation_phase=status.operation_state.phase,
+            message=status.health.message or status.operation_state.message,
         )
 
     def verdict(self, revision: str, pending_request: bool) -> str | None:
@@ -61,9 +145,9 @@ def request_sync(kubernetes_conn_id: str, namespace: str, application: str, revi
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
     api = KubernetesHook(conn_id=kubernetes_conn_id).custom_object_client
-    body = {"operation": {"initiatedBy": {"username": "release-platform"},
-                          "sync": {"revision": revision, "syncStrategy": {"hook": {}}}}}
-    return api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, application, body)
+    body = SyncPatch(operation=Operation(initiated_by=Initiator(username="release-platform"),
+                                         sync=SyncRequest(revision=revision)))
+    return api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, application, body.to_api())
 
 
 class ApplicationSyncedTrigger(BaseTrigger):
@@ -102,9 +186,13 @@ class ApplicationSyncedTrigger(BaseTrigger):
             async with hook.get_conn() as api:
                 app = await async_client.CustomObjectsApi(api).get_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, self.application)
-            state = AppState.of(app)
-            pending = (app.get("operation") or {}).get("sync", {}).get("revision") == self.revision
-            verdict = state.verdict(self.revision, pending)
+            try:
+                read = Application.read(app, f"Argo CD Application {self.namespace}/{self.application}")
+            except MalformedObject as exc:
+                yield TriggerEvent({"status": "failed", "state": str(exc)})
+                return
+            state = AppState.of(read)
+            verdict = state.verdict(self.revision, read.pending(self.revision))
             if verdict:
                 yield TriggerEvent({"status": verdict, "state": state.describe()})
                 return
@@ -171,9 +259,9 @@ def wait_synced(kubernetes_conn_id: str, namespace: str, application: str, revis
     deadline = time.monotonic() + timeout_seconds
     while True:
         app = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, application)
-        state = AppState.of(app)
-        pending = (app.get("operation") or {}).get("sync", {}).get("revision") == revision
-        verdict = state.verdict(revision, pending)
+        read = Application.read(app, f"Argo CD Application {namespace}/{application}")
+        state = AppState.of(read)
+        verdict = state.verdict(revision, read.pending(revision))
         if verdict or time.monotonic() > deadline:
             return state
         time.sleep(poll_interval)

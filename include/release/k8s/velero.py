@@ -14,7 +14,7 @@ import gzip
 import json
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator
 
@@ -24,8 +24,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from release.domain import deadlines
 from release.domain.backups import VELERO_TARGET, BackupStarted, RestoreStarted, VeleroTarget
 from release.domain.values import Strict
+from release.k8s.objects import MalformedObject  # noqa: F401 - callers catch it from here
 from release.k8s.velero_objects import (  # noqa: F401 - the names callers import from here
-    GROUP, MANAGED_BY, PLURALS, RUN_ID_ANNOTATION, TERMINAL, VERSION, backup_manifest, object_name, restore_manifest,
+    GROUP, MANAGED_BY, PLURALS, RUN_ID_ANNOTATION, TERMINAL, VERSION, Backup, Restore, VeleroObject, backup_manifest,
+    object_name, restore_manifest,
 )
 
 
@@ -33,8 +35,9 @@ class VeleroError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class VeleroStatus:
+class VeleroStatus(Strict):
+    """How far a Backup or Restore got, flattened for logs and the records the DAGs keep."""
+
     kind: str
     name: str
     phase: str
@@ -49,15 +52,15 @@ class VeleroStatus:
 
     @classmethod
     def of(cls, obj: dict) -> VeleroStatus:
-        status = obj.get("status") or {}
-        progress = status.get("progress") or {}
-        done = progress.get("itemsBackedUp", progress.get("itemsRestored", 0))
+        """`obj` as the API returned it; MalformedObject (naming the field) if Velero's fields are not as we read them."""
+        read = VeleroObject.of(obj)
+        status = read.status
         return cls(
-            kind=obj.get("kind", ""), name=obj["metadata"]["name"], phase=status.get("phase") or "New",
-            started=status.get("startTimestamp"), completed=status.get("completionTimestamp"),
-            items_total=int(progress.get("totalItems") or 0), items_done=int(done or 0),
-            errors=int(status.get("errors") or 0), warnings=int(status.get("warnings") or 0),
-            failure_reason=status.get("failureReason"), validation_errors=list(status.get("validationErrors") or []),
+            kind=read.kind, name=read.metadata.name, phase=status.phase,
+            started=status.start_timestamp, completed=status.completion_timestamp,
+            items_total=status.progress.total_items, items_done=status.progress.done,
+            errors=status.errors, warnings=status.warnings,
+            failure_reason=status.failure_reason, validation_errors=list(status.validation_errors),
         )
 
     @property
@@ -74,7 +77,7 @@ class VeleroStatus:
         return text
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
 
 @dataclass(frozen=True)
@@ -106,33 +109,37 @@ def _custom_objects(conn_id: str):
     return KubernetesHook(conn_id=conn_id).custom_object_client
 
 
-def create(conn_id: str, manifest: dict) -> dict:
+def create(conn_id: str, manifest: Backup | Restore | dict) -> dict:
     """Create the object and return it as the cluster has it.
 
     A retried task finds the object its earlier try made: still running, it is adopted. A
     cleared run finds a finished one: a fresh object is made under a numbered name, so a
     re-run really backs up (or restores) again. An object of another run is never touched.
+    A dict is checked against the typed model first, so a wrong field fails here, not in Velero.
     """
     from kubernetes.client.exceptions import ApiException
 
+    if isinstance(manifest, dict):
+        manifest = (Backup if manifest.get("kind") == "Backup" else Restore).model_validate(manifest)
     api = _custom_objects(conn_id)
-    meta, plural = manifest["metadata"], PLURALS[manifest["kind"]]
-    ours = meta["annotations"][RUN_ID_ANNOTATION]
+    meta, plural = manifest.metadata, PLURALS[manifest.kind]
+    ours = meta.annotations[RUN_ID_ANNOTATION]
     for attempt in range(1, 10):
-        name = meta["name"] if attempt == 1 else f"{meta['name'][:60]}-{attempt}"
-        body = {**manifest, "metadata": {**meta, "name": name}}
+        name = meta.name if attempt == 1 else f"{meta.name[:60]}-{attempt}"
+        body = manifest.model_copy(update={"metadata": meta.model_copy(update={"name": name})}).to_api()
         try:
-            return api.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, body)
+            return api.create_namespaced_custom_object(GROUP, VERSION, meta.namespace, plural, body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = api.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, name)
-        owner = (existing["metadata"].get("annotations") or {}).get(RUN_ID_ANNOTATION)
+        found = api.get_namespaced_custom_object(GROUP, VERSION, meta.namespace, plural, name)
+        existing = VeleroObject.of(found)
+        owner = existing.metadata.annotations.get(RUN_ID_ANNOTATION)
         if owner != ours:
-            raise VeleroError(f"{manifest['kind']} {meta['namespace']}/{name} already exists and belongs to run {owner!r}")
-        if not VeleroStatus.of(existing).terminal:
-            return existing
-    raise VeleroError(f"{manifest['kind']} {meta['namespace']}/{meta['name']}: this run made 9 already; start a new run")
+            raise VeleroError(f"{manifest.kind} {meta.namespace}/{name} already exists and belongs to run {owner!r}")
+        if not existing.status.terminal:
+            return found
+    raise VeleroError(f"{manifest.kind} {meta.namespace}/{meta.name}: this run made 9 already; start a new run")
 
 
 def list_ours(conn_id: str, kind: str, namespace: str, env: str) -> list[dict]:
@@ -228,7 +235,7 @@ class VeleroPhaseTrigger(BaseTrigger):
             async with hook.get_conn() as api:
                 obj = await async_client.CustomObjectsApi(api).get_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURALS[self.kind], self.name)
-            phase = VeleroStatus.of(obj).phase
+            phase = VeleroObject.of(obj).status.phase
             if phase in TERMINAL:
                 yield TriggerEvent({"status": "terminal", "phase": phase})
                 return
@@ -262,11 +269,11 @@ class VeleroSensor(BaseSensorOperator):
 
     def execute(self, context) -> dict:
         t = self.waited_for()
-        obj = read(t.kubernetes_conn_id, t.kind, t.namespace, t.name)
-        if VeleroStatus.of(obj).terminal:  # already over (a retry, or a fast Velero): no need to defer
+        obj = VeleroObject.of(read(t.kubernetes_conn_id, t.kind, t.namespace, t.name))
+        if obj.status.terminal:  # already over (a retry, or a fast Velero): no need to defer
             return self.execute_complete(context, {"status": "terminal"})
         # The clock starts when the object was created, so a retried wait does not restart it.
-        created = obj["metadata"].get("creationTimestamp")
+        created = obj.metadata.creation_timestamp
         start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else deadlines.wall_clock()
         self.defer(
             trigger=VeleroPhaseTrigger(t.kubernetes_conn_id, t.kind, t.namespace, t.name,

@@ -26,6 +26,9 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        # A test's config may change a DAG's tasks seconds after the last test wrote it; Airflow
+        # would skip rewriting it for 30 s and the API would look tasks up in the old version.
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         # Each test gets its own data folder; nothing may fall back to the repo's .local/.
         "RELEASE_DATA_DIR": str(Path(_AIRFLOW_HOME) / "data-unset"),
     }

@@ -486,14 +486,17 @@ def wait_for_state(dag_id: str, task_id: str, states: tuple[str, ...], timeout: 
     """The run id of the newest run once its `task_id` is in one of `states` (polls the metadata DB)."""
     import time
 
+    from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with create_session() as session:
-            ti = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id,
-                                                    TaskInstance.state.in_(states)).first()
+            # The newest run's: an earlier test's run left waiting must not be the one answered.
+            ti = (session.query(TaskInstance).join(TaskInstance.dag_run)
+                  .filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id, TaskInstance.state.in_(states))
+                  .order_by(DagRun.id.desc()).first())
             if ti is not None:
                 return ti.run_id
         time.sleep(0.1)

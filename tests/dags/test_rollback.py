@@ -11,7 +11,7 @@ from release.gitops.registry import Registry, ensure_local_repo
 from tests.dags.test_promote import (as_user, gh, github_deployment, github_states, hitl_open, last_run,  # noqa: F401 - shared fixtures
                                     mark_success_by_hand, outcome_of, override_config, release, sha, wait_for_state)
 from tests.dags.conftest import deploy_result
-from tests.helpers import answer_approval
+from tests.helpers import answer_approval, run_dag_test
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -30,8 +30,10 @@ def staging(airflow_db, data_dir, config, sandbox):
 def rollback(params: dict) -> dict:
     from airflow.dag_processing.dagbag import DagBag
 
-    dagrun = DagBag(dag_folder=str(DAGS / "rollback.py")).get_dag("rollback").test(
-        run_conf={"service": "service-a", "env": "staging", "reason": "errors after 1.2", **params})
+    # Written to the database as parsed now: a test's config may add an approval task, and the
+    # API (marking a task success by hand) finds tasks in the DAG's latest serialized version.
+    dagrun = run_dag_test(DagBag(dag_folder=str(DAGS / "rollback.py")).get_dag("rollback"),
+                          run_conf={"service": "service-a", "env": "staging", "reason": "errors after 1.2", **params})
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 

@@ -9,7 +9,6 @@ rollout holds no worker slot.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, AsyncIterator
 
 from pydantic import field_validator
@@ -248,20 +247,3 @@ class ApplicationSyncedSensor(BaseSensorOperator):
             raise AirflowFailException(
                 f"{where} not Synced and Healthy within {float(self.timeout_seconds):.0f}s{due}: {event['state']}")
         raise AirflowFailException(f"{where} failed to sync: {event['state']}")
-
-
-def wait_synced(kubernetes_conn_id: str, namespace: str, application: str, revision: str,
-                timeout_seconds: float, poll_interval: float = 2.0) -> AppState:
-    """Blocking wait, for a task that must finish a recovery before it reports (rollback)."""
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-    api = KubernetesHook(conn_id=kubernetes_conn_id).custom_object_client
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        app = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, application)
-        read = Application.read(app, f"Argo CD Application {namespace}/{application}")
-        state = AppState.of(read)
-        verdict = state.verdict(revision, read.pending(revision))
-        if verdict or time.monotonic() > deadline:
-            return state
-        time.sleep(poll_interval)

@@ -134,19 +134,8 @@ mkdir -p "$AIRFLOW_HOME"
 # wait at most 5 s for another's lock; on a busy machine that is too short, and a run triggered
 # over REST fails with a 500 "Database error" (database is locked). So for that default file,
 # writers wait up to 60 s and the file is journaled in WAL mode (readers never block a writer).
-# A database you configured (environment, AIRFLOW_CONFIG) is used exactly as you set it.
-sqlite_db=$("$python" - "${AIRFLOW_CONFIG:-$AIRFLOW_HOME/airflow.cfg}" "$AIRFLOW_HOME" <<'PY'
-import configparser, os, sys
-
-cfg, home = sys.argv[1:]
-if not any(k.startswith("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") for k in os.environ):
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(cfg)
-    url = parser.get("database", "sql_alchemy_conn", fallback=f"sqlite:///{home}/airflow.db")
-    if url.startswith("sqlite:////") and "?" not in url:
-        print(url[len("sqlite:///"):])
-PY
-)
+# Any database you configured yourself is used exactly as you set it (scripts/default_sqlite.py).
+sqlite_db=$("$python" scripts/default_sqlite.py "${AIRFLOW_CONFIG:-$AIRFLOW_HOME/airflow.cfg}" "$AIRFLOW_HOME")
 if [ -n "$sqlite_db" ]; then
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$sqlite_db?timeout=60"
 fi

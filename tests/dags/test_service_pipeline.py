@@ -267,6 +267,49 @@ def test_pr_mode_never_signs_deploys_or_writes(world, sandbox, deploy_runs, gh):
     assert [r.method for r in gh.seen(path_contains="/issues/") if r.method != "GET"] == ["POST"]
 
 
+@pytest.mark.parametrize("case,message", [
+    ("not yet signed", "has not signed and attested"),
+    ("a pull request", "a pull-request build is never deployed"),
+])
+def test_a_change_handed_over_before_the_image_is_signed_writes_nothing(world, sandbox, deploy_runs, case, message):
+    """deploy-dev checks, where it writes, that the calling pipeline signed and attested the image
+    and is no PR build: a change set that names a running pipeline before its `sign` ran (typed
+    by hand, or a hand_over marked success) is refused and nothing is written."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from tests.dags.conftest import execute_deploy_run
+
+    sandbox.scenario = scenario()
+    before = world.snapshot()
+
+    def as_if_earlier(dag_id: str, run_id: str) -> None:
+        caller = run_id.split(".", 1)[1]
+        with create_session() as session:
+            if case == "not yet signed":  # the caller's run as it was before sign and attest_sbom ran
+                for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == "service-a-pipeline",
+                                                             TaskInstance.run_id == caller,
+                                                             TaskInstance.task_id.in_(["sign", "attest_sbom"])):
+                    ti.state = None
+            else:  # the caller's run recorded a PR build
+                facts = {"commit": COMMIT, "ref": "refs/pull/42/head", "pr": 42, "version": "1.1.0", "release": False,
+                         "commit_time": None}
+                XComModel.set(key="return_value", value=facts, dag_id="service-a-pipeline", task_id="validate",
+                              run_id=caller, serialize=False, session=session)  # as a task pushes it
+        execute_deploy_run(dag_id, run_id)
+
+    deploy_runs.on_handover = as_if_earlier
+    dagrun, states = run({})
+    [(deploy_dag, deploy_run)] = deploy_runs
+    state, note, tasks = deploy_result(deploy_dag, deploy_run)
+    assert tasks["apply"] == "failed" and state == "failed", tasks
+    assert note.startswith("refused: nothing was written to the environment: ") and message in note, note
+    assert world.snapshot().entries == before.entries  # no commit: dev still runs what it ran
+    assert world.state("dev")["service-a"].version == before.current("dev")["service-a"].version == "1.0.0"
+    assert dagrun.state == "failed" and message in last_run("service-a-pipeline")[1]
+
+
 @pytest.mark.parametrize("params,message", [
     ({"commit": "abc"}, "commit: 'abc' is not a full commit id"),
     ({"ref": "refs/heads/../../etc"}, "ref: 'refs/heads/../../etc' is not a ref"),

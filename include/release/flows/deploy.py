@@ -95,6 +95,14 @@ def check_caller(context, change: ChangeSet, config: PlatformConfig) -> tuple[st
         if scan is None or scan.get("passed") is not True:
             raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} recorded no passed scan gate "
                                 f"for {item.image} (was scan_gate marked success by hand?)")
+        if not facts.release:
+            raise ChangeRefused(f"change.caller: {caller.dag_id} run {caller.run_id} builds {facts.ref}, a pull "
+                                "request: a pull-request build is never deployed")
+        states = ti.get_task_states(dag_id=caller.dag_id, task_ids=list(xcoms.SIGNING),
+                                    run_ids=[caller.run_id]).get(caller.run_id, {})
+        if unsigned := [t for t in xcoms.SIGNING if states.get(t) != "success"]:
+            raise ChangeRefused(f"change.items: {caller.dag_id} run {caller.run_id} has not signed and attested "
+                                f"{item.image} ({', '.join(t + ' ' + (states.get(t) or 'not run') for t in unsigned)})")
         evidence[item.service] = {"commit": facts.commit, "ref": facts.ref, "scan": scan,
                                   "commit_time": facts.commit_time}
     else:

@@ -162,8 +162,8 @@ def build_pipeline_dag(config: PlatformConfig, service: str):
                                         op_kwargs={"service": service})
         is_release = ShortCircuitOperator(task_id="is_release", python_callable=_is_release,
                                           doc_md="PR mode (pr set) stops here: nothing signed or deployed.")
-        sign = pod_operator("sign", steps.sign(config, service, built), **pods)
-        attest = pod_operator("attest_sbom", steps.attest_sbom(config, service, built), **pods)
+        sign = pod_operator(xcoms.SIGNING[0], steps.sign(config, service, built), **pods)
+        attest = pod_operator(xcoms.SIGNING[1], steps.attest_sbom(config, service, built), **pods)
         hand_over = HandOver(change_set=change_set(service), doc_md=f"deploy-{env} commits, rolls out and smoke-tests.")
 
         validate >> [verify, chart_validate]

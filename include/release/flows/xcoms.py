@@ -31,6 +31,8 @@ BUILD = "build"  # BuildKit's metadata, {"containerimage.digest": ...}
 IMAGE_REF = "image_ref"  # the built image, repository@sha256:<64 hex>
 SCAN_GATE = "scan_gate"  # the passed scan's summary (release.domain.scan.ScanSummary.to_dict)
 CHART_VALIDATE = "chart_validate"  # the environments the service's chart validates for
+# Not results but task states deploy-<env> checks: the image is signed and its SBOM attested.
+SIGNING = ("sign", "attest_sbom")
 
 # -- deploy-<env> ---------------------------------------------------------------------------
 APPLY, UNDO = "apply", "undo"  # Applied, Undone

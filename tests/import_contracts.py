@@ -75,10 +75,13 @@ def imported_names(module: str, line_number: int, line_contents: str) -> list[st
     if names:
         return names
     # No source to read: the line as grimp recorded it ('from a.b import c, d as e' or 'import a.b').
-    words = line_contents.replace(",", " ").split()
-    if words[:1] == ["from"] and "import" in words:
-        return [f"{words[1]}.{w}" for w in words[words.index("import") + 1:] if w not in ("as", "(", ")")]
-    return [w for w in words[1:] if w != "as"]
+    words = line_contents.replace(",", " ").replace("(", " ").replace(")", " ").split()
+    # `x as y` brings in x, under another name: the word after `as` names nothing imported.
+    aliases = {i + 1 for i, w in enumerate(words) if w == "as"}
+    kept = [w for i, w in enumerate(words) if w != "as" and i not in aliases]
+    if kept[:1] == ["from"] and "import" in kept:
+        return [f"{kept[1]}.{w}" for w in kept[kept.index("import") + 1:]]
+    return kept[1:]
 
 
 class ForbiddenNamesContract(Contract):

@@ -22,7 +22,9 @@ def test_a_pattern_covers_the_names_inside_it():
 
 def test_an_import_is_read_from_the_line_when_there_is_no_source():
     assert imported_names("nowhere.x", 1, "from airflow.sdk import Param, BaseSensorOperator as S") == [
-        "airflow.sdk.Param", "airflow.sdk.BaseSensorOperator", "airflow.sdk.S"]
+        "airflow.sdk.Param", "airflow.sdk.BaseSensorOperator"]
+    # An alias names nothing imported: `Param as BaseSensorOperator` brings in Param only.
+    assert imported_names("nowhere.x", 1, "from airflow.sdk import Param as BaseSensorOperator") == ["airflow.sdk.Param"]
     assert imported_names("nowhere.x", 1, "import airflow.operators.python") == ["airflow.operators.python"]
 
 

@@ -10,7 +10,8 @@ that run's `dag_id` and `run_id`.
 
 The DAG builders share this module (it is not a builder itself): a builder never imports another.
 A task's own outcome (release.flows.outcome) and an approval's record (release.flows.approval)
-are read where they are written.
+are read where they are written, and the nightly DAGs (release.flows.rescan, .backups), whose
+results no other DAG reads, name and read their own tasks' results typed in their module.
 """
 
 from __future__ import annotations

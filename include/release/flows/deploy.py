@@ -302,12 +302,14 @@ def task_undo(env: str, strategy: str):
         if not to_restore:
             outcome.record(ti, f"{what}; no earlier version of {', '.join(first_time)} in {env} to roll back to")
             raise AirflowSkipException(what)
-        result = Registry.from_config(load_config()).record_rollback(
+        config = load_config()
+        registry = Registry.from_config(config)
+        result = registry.record_rollback(
             env, to_restore, by="release-platform", run_id=change.caller.run_id,
             reason=f"automatic rollback: {what}", outcome="failed")
         print(f"{what}; rollback commit {result.sha} restores {', '.join(to_restore)}; "
-              f"{start_rollout(load_config(), env, result.sha)}")
-        github_deployments.undo_started(context, load_config(), Registry.from_config(load_config()), env, to_restore, result.sha)
+              f"{start_rollout(config, env, result.sha)}")
+        github_deployments.undo_started(context, config, registry, env, to_restore, result.sha)
         return Undone(gitops_commit=result.sha, what=what, restored=to_restore, first_time=first_time).model_dump(mode="json")
     return undo
 

@@ -25,9 +25,10 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from release.domain.values import IMAGE_RE, VERSION_RE, Strict
 
 _MAX_ERRORS = 5
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where installed: faster
 
 
-class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where installed: faster
+class StrictLoader(SafeLoader):
     """PyYAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last)."""
 
     def construct_mapping(self, node, deep=False):
@@ -61,7 +62,7 @@ _SCALARS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "timesta
 def _fast_data(text: str) -> Any:
     """The document as the strict loader would build it, if it is an ordinary one; else _Unusual
     (or whatever PyYAML raised): the caller then reads it strictly."""
-    loader = yaml.CSafeLoader(text) if yaml.__with_libyaml__ else yaml.SafeLoader(text)
+    loader = SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:

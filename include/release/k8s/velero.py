@@ -24,7 +24,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from release.domain import deadlines
 from release.domain.backups import VELERO_TARGET, BackupStarted, RestoreStarted, VeleroTarget
 from release.domain.values import Strict
-from release.k8s.objects import MalformedObject  # noqa: F401 - callers catch it from here
 from release.k8s.velero_objects import (  # noqa: F401 - the names callers import from here
     GROUP, MANAGED_BY, PLURALS, RUN_ID_ANNOTATION, TERMINAL, VERSION, Backup, Restore, VeleroObject, backup_manifest,
     object_name, restore_manifest,

@@ -43,7 +43,12 @@ def split_history(text: str) -> list[str] | None:
     at = text.find(_ENTRIES)
     if at < 0:
         return [] if "\nentries: []" in text or not text.strip() else None
-    body = text[at + len(_ENTRIES):]
+    return _blocks(text[at + len(_ENTRIES):])
+
+
+def _blocks(body: str) -> list[str] | None:
+    """Entries as written, one `- ` block each (without it); None when `body` does not start with one.
+    The blocks are the parsers' cache keys: a whole file and an appended tail must split alike."""
     if not body.startswith("- "):
         return None
     return body[2:].rstrip("\n").split("\n- ")
@@ -74,10 +79,9 @@ class HistoryParser:
         last = self._text
         if not last or not self._known or not last.endswith("\n") or len(text) <= len(last) or not text.startswith(last):
             return None
-        tail = text[len(last):]
-        if not tail.startswith("- "):
+        blocks = _blocks(text[len(last):])
+        if blocks is None:
             return None
-        blocks = tail[2:].rstrip("\n").split("\n- ")
         try:
             new = [_entry(block) for block in blocks]
         except Exception:  # noqa: BLE001 - the block-by-block read below, or the strict whole-file parse, says what and where
